@@ -1,0 +1,84 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Shared logic of the medfuse bundles, so that bundle configs stay short.
+
+* :mod:`~medfuse.workflows.runs`: run folders, the executed config and run record;
+* :mod:`~medfuse.workflows.data`: items from manifests or folders, classes, class balance;
+* :mod:`~medfuse.workflows.engine`: device, bf16 AMP on CUDA, threads, determinism;
+* :mod:`~medfuse.workflows.metrics`: validation metrics (AUC, AUPR, accuracy) as ignite metrics;
+* :mod:`~medfuse.workflows.inferers`: plain or Monte-Carlo dropout inference;
+* :mod:`~medfuse.workflows.handlers`: per-epoch log, predictions writer, progress bar, LR schedule.
+"""
+
+from .data import (
+    CLASS_BALANCE_MODES,
+    IMAGE_EXTENSIONS,
+    balanced_sampler,
+    class_counts,
+    class_weights,
+    folder_items,
+    inference_items,
+    loss_class_weights,
+    manifest_classes,
+    resolve_classes,
+    split_items,
+    train_sampler,
+)
+from .engine import amp_kwargs, get_device, set_num_threads, setup_run, use_amp
+from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
+from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
+from .metrics import METRIC_NAMES, ClassificationMetric
+from .runs import (
+    CHECKPOINT_NAME,
+    command_line_overrides,
+    find_active_parser,
+    find_checkpoint,
+    find_run_dir,
+    is_main_process,
+    latest_run,
+    make_run_name,
+    new_run_dir,
+    read_run_info,
+    save_executed_config,
+)
+
+__all__ = [
+    "CLASS_BALANCE_MODES",
+    "IMAGE_EXTENSIONS",
+    "balanced_sampler",
+    "class_counts",
+    "class_weights",
+    "folder_items",
+    "inference_items",
+    "loss_class_weights",
+    "manifest_classes",
+    "resolve_classes",
+    "split_items",
+    "train_sampler",
+    "amp_kwargs",
+    "get_device",
+    "set_num_threads",
+    "setup_run",
+    "use_amp",
+    "LR_SCHEDULES",
+    "EpochLogger",
+    "PredictionWriter",
+    "ProgressBar",
+    "lr_schedule_handler",
+    "MCDropoutInferer",
+    "UnpackPredictiond",
+    "mc_dropout_outputs",
+    "METRIC_NAMES",
+    "ClassificationMetric",
+    "CHECKPOINT_NAME",
+    "command_line_overrides",
+    "find_active_parser",
+    "find_checkpoint",
+    "find_run_dir",
+    "is_main_process",
+    "latest_run",
+    "make_run_name",
+    "new_run_dir",
+    "read_run_info",
+    "save_executed_config",
+]

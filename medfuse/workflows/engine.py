@@ -1,0 +1,59 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Engine settings shared by the bundles: device, AMP, threads, determinism.
+
+Mixed precision is bf16 autocast on CUDA and off (fp32) on a CPU: the configs pass
+``amp=medfuse.workflows.use_amp(device)`` and ``amp_kwargs=medfuse.workflows.amp_kwargs(device)``
+to MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator``, which hand ``amp_kwargs`` to
+``torch.autocast("cuda", **amp_kwargs)`` (MONAI 1.6.1, ``monai/engines/trainer.py`` and
+``evaluator.py``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["get_device", "use_amp", "amp_kwargs", "set_num_threads", "setup_run"]
+
+
+def get_device(device: str | torch.device | None = "") -> torch.device:
+    """``device`` as a ``torch.device``; empty or ``None`` picks ``cuda`` when available, else ``cpu``."""
+    if isinstance(device, torch.device):
+        return device
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def use_amp(device: str | torch.device | None = None, enabled: bool = True) -> bool:
+    """True when autocast should run: ``enabled`` and the device is a CUDA device."""
+    return bool(enabled) and get_device(device).type == "cuda"
+
+
+def amp_kwargs(device: str | torch.device | None = None, dtype: str = "bfloat16") -> dict:
+    """Keyword arguments for ``torch.autocast``: ``{"dtype": torch.bfloat16}`` by default."""
+    return {"dtype": getattr(torch, dtype)}
+
+
+def set_num_threads(num_threads: int | None = 0) -> int:
+    """Set torch's intra-op threads; 0 or ``None`` means all cores. Returns the number set."""
+    n = int(num_threads or 0)
+    if n <= 0:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def setup_run(seed: int | None = 0, num_threads: int | None = 0) -> int:
+    """Threads from ``num_threads`` and determinism from ``seed`` (``None`` or negative: not seeded).
+
+    Returns the number of threads set.
+    """
+    from monai.utils import set_determinism
+
+    n = set_num_threads(num_threads)
+    if seed is not None and int(seed) >= 0:
+        set_determinism(seed=int(seed))
+    return n

@@ -1,0 +1,342 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Ignite/MONAI handlers used by the bundles.
+
+* :class:`EpochLogger`: one row per epoch (epoch, train loss, validation metrics, learning
+  rate, time) appended to ``log.csv`` and ``log.jsonl`` in the run folder.
+* :class:`PredictionWriter`: collects the evaluator's outputs and writes ``predictions.csv``
+  in the medfuse predictions format (:mod:`medfuse.evaluation.predictions`).
+* :class:`ProgressBar`: ignite's tqdm bar, or nothing when disabled.
+* :func:`lr_schedule_handler`: MONAI ``LrScheduleHandler`` for a cosine or one-cycle schedule.
+
+Early stopping uses MONAI's ``EarlyStopHandler`` directly (see the bundle configs).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import LrScheduleHandler, from_engine
+
+from medfuse.evaluation.predictions import write_predictions
+
+__all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "lr_schedule_handler", "LR_SCHEDULES"]
+
+LR_SCHEDULES = ("cosine", "onecycle", "constant", "none")
+logger = logging.getLogger(__name__)
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().item() if v.numel() == 1 else v.detach().cpu().tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+class EpochLogger:
+    """Append one row per training epoch to ``<log_dir>/<name>.csv`` and ``<name>.jsonl``.
+
+    Columns: ``epoch``, ``train_loss`` (mean over the epoch's iterations), every metric of
+    the evaluator's last run (``val_auc``, ``val_aupr``, ``val_acc`` ...), ``lr`` (of the first
+    parameter group, as used during the epoch), ``best_val_metric``, ``time_s`` (wall time of
+    the epoch, validation included). Attach it to the trainer after the ``ValidationHandler``
+    so validation has run when the row is written.
+
+    Args:
+        log_dir: folder of the log files (created).
+        evaluator: the validation engine whose ``state.metrics`` are logged.
+        optimizer: read for the learning rate; defaults to ``engine.optimizer``.
+        name: base file name. Defaults to ``"log"``.
+        formats: any of ``"csv"``, ``"jsonl"``.
+        loss_transform: maps the trainer output to the loss; defaults to the MONAI ``loss`` key.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        evaluator: Engine | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        name: str = "log",
+        formats: Sequence[str] = ("csv", "jsonl"),
+        loss_transform: Callable = from_engine(["loss"], first=True),
+    ) -> None:
+        bad = [f for f in formats if f not in ("csv", "jsonl")]
+        if bad:
+            raise ValueError(f"formats must be 'csv' and/or 'jsonl', got {bad}")
+        self.log_dir = Path(log_dir)
+        self.evaluator = evaluator
+        self.optimizer = optimizer
+        self.name = name
+        self.formats = tuple(formats)
+        self.loss_transform = loss_transform
+        self.rows: list[dict] = []
+        self._losses: list[float] = []
+        self._t0 = 0.0
+        self._lr: float | None = None
+
+    @property
+    def csv_path(self) -> Path:
+        return self.log_dir / f"{self.name}.csv"
+
+    @property
+    def jsonl_path(self) -> Path:
+        return self.log_dir / f"{self.name}.jsonl"
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+
+    def _current_lr(self, engine: Engine) -> float | None:
+        opt = self.optimizer or getattr(engine, "optimizer", None)
+        if opt is None or not opt.param_groups:
+            return None
+        return float(opt.param_groups[0]["lr"])
+
+    def epoch_started(self, engine: Engine) -> None:
+        self._losses = []
+        self._t0 = time.perf_counter()
+        self._lr = self._current_lr(engine)
+
+    def iteration_completed(self, engine: Engine) -> None:
+        loss = self.loss_transform(engine.state.output)
+        if loss is not None:
+            self._losses.append(float(_scalar(loss)))
+
+    def epoch_completed(self, engine: Engine) -> None:
+        row: dict[str, Any] = {
+            "epoch": int(engine.state.epoch),
+            "train_loss": float(np.mean(self._losses)) if self._losses else None,
+        }
+        if self.evaluator is not None:
+            ev = self.evaluator.state
+            if getattr(ev, "epoch", 0) and ev.metrics:
+                for k, v in ev.metrics.items():
+                    v = _scalar(v)
+                    if isinstance(v, (int, float)):
+                        row[k] = float(v)
+                row["best_val_metric"] = _scalar(getattr(ev, "best_metric", None))
+                row["best_val_epoch"] = _scalar(getattr(ev, "best_metric_epoch", None))
+        row["lr"] = self._lr
+        row["time_s"] = round(time.perf_counter() - self._t0, 3)
+        self.rows.append(row)
+        self._write(row)
+
+    def _write(self, row: dict) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if "jsonl" in self.formats:
+            with open(self.jsonl_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}) + "\n")
+        if "csv" in self.formats:
+            # the columns can grow (metrics appear after the first validation): rewrite the file
+            cols: list[str] = []
+            for r in self.rows:
+                cols += [k for k in r if k not in cols]
+            with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n")
+                w.writeheader()
+                for r in self.rows:
+                    w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+
+
+def _item_value(item_out: Any, item_batch: Any, key: str) -> Any:
+    for src in (item_out, item_batch):
+        if isinstance(src, dict) and key in src and src[key] is not None:
+            return src[key]
+    return None
+
+
+class PredictionWriter:
+    """Write the evaluator's predictions to ``<output_dir>/<filename>`` (medfuse format).
+
+    Each decollated item must carry ``pred`` as class probabilities (apply the softmax in the
+    post-processing first); ``label`` is written when present, ``entropy`` and
+    ``mutual_info`` when the inferer produced them (Monte-Carlo dropout), otherwise the
+    entropy of the probabilities is written. Rows are gathered from all ranks under
+    ``torch.distributed``; only rank 0 writes.
+
+    Args:
+        output_dir: folder of the file (created).
+        classes: class names, in index order.
+        filename: defaults to ``predictions.csv``.
+        image_key: item key holding the image path (``image_path`` from
+            :mod:`medfuse.workflows.data`; the ``filename_or_obj`` meta of ``image`` otherwise).
+        extra_keys: item keys written as extra columns (for example ``patient_id``).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        classes: Sequence[str],
+        filename: str = "predictions.csv",
+        image_key: str = "image_path",
+        pred_key: str = "pred",
+        label_key: str = "label",
+        extra_keys: Sequence[str] = (),
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.classes = [str(c) for c in classes]
+        self.filename = filename
+        self.image_key = image_key
+        self.pred_key = pred_key
+        self.label_key = label_key
+        self.extra_keys = tuple(extra_keys)
+        self.rows: list[dict] = []
+        self.path: Path | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        self.rows = []
+
+    def _image_name(self, out: Any, batch: Any) -> str:
+        name = _item_value(out, batch, self.image_key)
+        if name is None:
+            img = _item_value(batch, out, "image")
+            meta = getattr(img, "meta", None)
+            name = meta.get("filename_or_obj") if isinstance(meta, dict) else None
+        return str(name) if name is not None else ""
+
+    def collect(self, engine: Engine) -> None:
+        outputs = engine.state.output
+        batches = engine.state.batch
+        if isinstance(outputs, dict):  # not decollated
+            raise ValueError("PredictionWriter needs decollated outputs (the engine's decollate=True)")
+        for i, out in enumerate(outputs):
+            batch = batches[i] if isinstance(batches, (list, tuple)) and i < len(batches) else {}
+            probs = _item_value(out, batch, self.pred_key)
+            if probs is None:
+                raise ValueError(f"item {i} has no '{self.pred_key}'")
+            probs = torch.as_tensor(probs).detach().float().cpu().reshape(-1)
+            if probs.numel() != len(self.classes):
+                raise ValueError(f"prediction has {probs.numel()} values but there are {len(self.classes)} classes")
+            row: dict[str, Any] = {"image": self._image_name(out, batch), "probs": probs.numpy()}
+            label = _item_value(out, batch, self.label_key)
+            if label is not None:
+                label = torch.as_tensor(label).reshape(-1)
+                row["label"] = int(label.argmax()) if label.numel() > 1 else int(label.item())
+            for key in ("entropy", "mutual_info"):
+                v = _item_value(out, batch, key)
+                if v is not None:
+                    row[key] = float(_scalar(v))
+            for key in self.extra_keys:
+                v = _item_value(out, batch, key)
+                row[key] = "" if v is None else _scalar(v)
+            self.rows.append(row)
+
+    def _all_rows(self) -> list[dict] | None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, self.rows)
+            if dist.get_rank() != 0:
+                return None
+            return [r for part in gathered for r in part]
+        return self.rows
+
+    def write(self, engine: Engine | None = None) -> Path | None:
+        rows = self._all_rows()
+        if rows is None:
+            return None
+        has_label = bool(rows) and all("label" in r for r in rows)
+        if not has_label and any("label" in r for r in rows):
+            logger.warning("some items have labels and some do not: the label column is left out")
+        has_mi = bool(rows) and all("mutual_info" in r for r in rows)
+        has_entropy = bool(rows) and all("entropy" in r for r in rows)
+        probs = np.stack([r["probs"] for r in rows]) if rows else np.zeros((0, len(self.classes)))
+        self.path = write_predictions(
+            self.output_dir / self.filename,
+            [r["image"] for r in rows],
+            probs,
+            self.classes,
+            labels=[r["label"] for r in rows] if has_label else None,
+            entropy=[r["entropy"] for r in rows] if has_entropy else None,
+            mutual_info=[r["mutual_info"] for r in rows] if has_mi else None,
+            extra={k: [r.get(k, "") for r in rows] for k in self.extra_keys},
+        )
+        logger.info("wrote %d predictions to %s", len(rows), self.path)
+        return self.path
+
+
+class ProgressBar:
+    """ignite's tqdm progress bar showing the loss; does nothing when ``enabled`` is False.
+
+    Args:
+        enabled: attach the bar.
+        output_transform: what to show next to the bar; defaults to the ``loss`` of the output
+            (set ``show_loss=False`` for evaluators).
+        show_loss: show the loss.
+        persist: keep the finished bar on screen.
+    """
+
+    def __init__(self, enabled: bool = True, show_loss: bool = True, persist: bool = False) -> None:
+        self.enabled = bool(enabled)
+        self.show_loss = bool(show_loss)
+        self.persist = bool(persist)
+        self.bar = None
+
+    def attach(self, engine: Engine) -> None:
+        if not self.enabled:
+            return
+        from ignite.handlers import ProgressBar as _IgniteBar
+
+        self.bar = _IgniteBar(persist=self.persist)
+        if self.show_loss:
+            self.bar.attach(engine, output_transform=lambda out: {"loss": float(_scalar(from_engine(["loss"], first=True)(out)))})
+        else:
+            self.bar.attach(engine)
+
+
+def lr_schedule_handler(
+    optimizer: torch.optim.Optimizer,
+    schedule: str = "cosine",
+    epochs: int = 1,
+    steps_per_epoch: int = 1,
+    min_lr_ratio: float = 0.01,
+    pct_start: float = 0.3,
+    print_lr: bool = False,
+) -> LrScheduleHandler:
+    """A MONAI ``LrScheduleHandler`` for ``schedule``.
+
+    * ``cosine``: ``CosineAnnealingLR`` stepped once per epoch, from the optimizer's learning
+      rate down to ``min_lr_ratio`` times it after ``epochs`` epochs.
+    * ``onecycle``: ``OneCycleLR`` stepped every iteration, peaking at the optimizer's learning
+      rate after ``pct_start`` of the ``epochs * steps_per_epoch`` steps.
+    * ``constant`` (alias ``none``): the learning rate does not change.
+
+    Raises:
+        ValueError: for an unknown schedule or non-positive ``epochs`` / ``steps_per_epoch``.
+    """
+    schedule = str(schedule).lower()
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {schedule!r}")
+    if int(epochs) < 1 or int(steps_per_epoch) < 1:
+        raise ValueError(f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}")
+    if schedule in ("constant", "none"):
+        return LrScheduleHandler(torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0), print_lr=print_lr)
+    base_lr = float(optimizer.param_groups[0]["lr"])
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(epochs), eta_min=base_lr * float(min_lr_ratio))
+        return LrScheduleHandler(sched, print_lr=print_lr, epoch_level=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[g["lr"] for g in optimizer.param_groups],
+        total_steps=int(epochs) * int(steps_per_epoch),
+        pct_start=float(pct_start),
+    )
+    return LrScheduleHandler(sched, print_lr=print_lr, epoch_level=False)

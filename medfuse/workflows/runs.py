@@ -1,0 +1,286 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Run folders and the record of what was run.
+
+Every training run writes into ``<output_dir>/<run_name>/`` (by default
+``runs/<bundle_name>/<YYYYmmdd-HHMMSS>[-suffix]/`` under the working directory)::
+
+    model.pt          best checkpoint by validation AUC: {"model": state_dict}
+    config.json       the executed config: config files merged, command-line overrides applied
+    run_info.json     command line, overrides, resolved values (classes, device, AMP), versions
+    log.csv, log.jsonl  one row per epoch
+    eval/             evaluation outputs (metrics.json, predictions.csv, config.json ...)
+    inference/        inference outputs (predictions.csv, config.json ...)
+
+The executed config is obtained from inside ``python -m monai.bundle run`` (or any
+``ConfigWorkflow``) by :func:`save_executed_config`, called from the config's
+``initialize`` list: it finds the active :class:`monai.bundle.ConfigParser` on the call stack
+(the parser that is evaluating the expression) and writes ``parser.get()``, the merged raw
+config with every override applied, so the file can be run again as it is.
+
+The config key is ``run_name``, not ``run_id``: ``monai.bundle run`` consumes ``--run_id``
+itself (the ID of the expression list to run).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from medfuse.utils.io import atomic_write_json
+
+__all__ = [
+    "make_run_name",
+    "new_run_dir",
+    "find_run_dir",
+    "latest_run",
+    "find_checkpoint",
+    "find_active_parser",
+    "command_line_overrides",
+    "is_main_process",
+    "save_executed_config",
+    "read_run_info",
+    "CHECKPOINT_NAME",
+]
+
+CHECKPOINT_NAME = "model.pt"
+_RUN_DIRS: dict[tuple, str] = {}
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of an initialised ``torch.distributed`` job."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def make_run_name(suffix: str = "") -> str:
+    """A run name from the local time, ``YYYYmmdd-HHMMSS``, plus ``-suffix`` when given."""
+    name = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{name}-{suffix}" if suffix else name
+
+
+def find_active_parser():
+    """The :class:`monai.bundle.ConfigParser` evaluating the current config expression, or ``None``.
+
+    Walks up the call stack for a frame whose ``self`` is a ``ConfigParser`` (its
+    ``get_parsed_content``) or a bundle workflow holding one (``ConfigWorkflow.parser``).
+    """
+    from monai.bundle import ConfigParser
+
+    frame = inspect.currentframe()
+    try:
+        f = frame.f_back if frame is not None else None
+        while f is not None:
+            obj = f.f_locals.get("self")
+            if isinstance(obj, ConfigParser):
+                return obj
+            parser = getattr(obj, "parser", None) if obj is not None and type(obj).__name__.endswith("Workflow") else None
+            if isinstance(parser, ConfigParser):
+                return parser
+            f = f.f_back
+    finally:
+        del frame
+    return None
+
+
+def command_line_overrides() -> dict | None:
+    """Overrides given to ``monai.bundle.scripts.run`` / ``create_workflow``, when on the stack.
+
+    Returns ``None`` when the workflow was not started through those functions (for example
+    a ``ConfigWorkflow`` built directly; its overrides are still part of the executed config).
+    """
+    frame = inspect.currentframe()
+    try:
+        f = frame.f_back if frame is not None else None
+        while f is not None:
+            if f.f_code.co_name in ("run", "create_workflow") and f.f_globals.get("__name__") == "monai.bundle.scripts":
+                loc = f.f_locals
+                found = loc.get("override") if f.f_code.co_name == "run" else loc.get("_args")
+                if isinstance(found, Mapping):
+                    skip = {"config_file", "meta_file", "logging_file", "init_id", "run_id", "final_id", "tracking",
+                            "args_file", "workflow_name", "workflow_type"}
+                    return {k: v for k, v in found.items() if k not in skip}
+            f = f.f_back
+    finally:
+        del frame
+    return None
+
+
+def _registry_key(*parts) -> tuple:
+    parser = find_active_parser()
+    return (id(parser),) + parts if parser is not None else None
+
+
+def new_run_dir(output_dir: str | os.PathLike, run_name: str = "", suffix: str = "", create: bool = True) -> str:
+    """The folder of a new run: ``<output_dir>/<run_name or timestamp[-suffix]>``.
+
+    Within one config parse the same arguments give the same folder (the config may resolve
+    ``run_dir`` more than once). A timestamp name that exists already gets ``-2``, ``-3`` ...;
+    an explicit ``run_name`` is used as it is (re-using a folder is allowed).
+
+    Only the main process creates the folder.
+    """
+    key = _registry_key(str(output_dir), str(run_name), str(suffix))
+    if key is not None and key in _RUN_DIRS:
+        return _RUN_DIRS[key]
+    base = Path(output_dir)
+    if run_name:
+        path = base / str(run_name)
+    else:
+        name = make_run_name(str(suffix))
+        path, k = base / name, 2
+        while path.exists():
+            path, k = base / f"{name}-{k}", k + 1
+    if create and is_main_process():
+        path.mkdir(parents=True, exist_ok=True)
+    out = str(path)
+    if key is not None:
+        _RUN_DIRS[key] = out
+    return out
+
+
+def latest_run(output_dir: str | os.PathLike, require: str = CHECKPOINT_NAME) -> Path | None:
+    """The most recently modified run folder under ``output_dir`` that holds ``require``."""
+    base = Path(output_dir)
+    if not base.is_dir():
+        return None
+    runs = [p for p in base.iterdir() if p.is_dir() and (not require or (p / require).is_file())]
+    if not runs:
+        return None
+    return max(runs, key=lambda p: ((p / require).stat().st_mtime if require else p.stat().st_mtime, p.name))
+
+
+def find_run_dir(output_dir: str | os.PathLike, run_name: str = "", create: bool = True) -> str:
+    """The run folder that evaluation and inference read from and write into.
+
+    ``run_name`` given: ``<output_dir>/<run_name>`` (it must exist unless ``create``). Not
+    given: the latest run under ``output_dir`` that holds a ``model.pt``; when there is none,
+    a new timestamped folder (the checkpoint then has to come from ``ckpt_path``).
+
+    Raises:
+        FileNotFoundError: when ``run_name`` names a missing folder and ``create`` is False.
+    """
+    if run_name:
+        path = Path(output_dir) / str(run_name)
+        if not path.is_dir():
+            if not create:
+                raise FileNotFoundError(f"run folder {path} does not exist; check --output_dir and --run_name")
+            if is_main_process():
+                path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+    found = latest_run(output_dir)
+    if found is not None:
+        return str(found)
+    return new_run_dir(output_dir, create=create)
+
+
+def find_checkpoint(run_dir: str | os.PathLike, bundle_root: str | os.PathLike | None = None) -> str:
+    """``<run_dir>/model.pt`` when it exists, else the model-zoo place ``<bundle_root>/models/model.pt``.
+
+    Raises:
+        FileNotFoundError: naming both places and how to point at another checkpoint.
+    """
+    candidates = [Path(run_dir) / CHECKPOINT_NAME]
+    if bundle_root:
+        candidates.append(Path(bundle_root) / "models" / CHECKPOINT_NAME)
+    for c in candidates:
+        if c.is_file():
+            return str(c)
+    raise FileNotFoundError(
+        f"no trained model: looked for {' and '.join(str(c) for c in candidates)}; train first "
+        "(configs/train.json), or pass --run_name <run> or --ckpt_path /path/to/model.pt"
+    )
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def _versions() -> dict:
+    import monai
+    import numpy
+    import torch
+
+    from medfuse import __version__
+
+    return {
+        "medfuse": __version__,
+        "monai": monai.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda,
+    }
+
+
+def save_executed_config(
+    out_dir: str | os.PathLike,
+    info: Mapping[str, Any] | None = None,
+    parser=None,
+    filename: str = "config.json",
+    info_filename: str = "run_info.json",
+) -> str | None:
+    """Write the executed config and a run record into ``out_dir``; call it from ``initialize``.
+
+    Args:
+        out_dir: the run (or eval/inference) folder.
+        info: resolved values worth keeping (classes, device, AMP, seed ...), written to
+            ``info_filename`` together with the command line, the overrides, the time and the
+            package versions.
+        parser: the ``ConfigParser``; found on the call stack when ``None``.
+        filename: name of the config file written.
+        info_filename: name of the run record written.
+
+    Returns:
+        the path of the config file, or ``None`` on non-zero ranks (which write nothing).
+
+    Raises:
+        RuntimeError: when no parser is given and none is active (not called from a config).
+    """
+    if not is_main_process():
+        return None
+    parser = parser if parser is not None else find_active_parser()
+    if parser is None:
+        raise RuntimeError("save_executed_config: no active monai.bundle ConfigParser; pass parser=")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = _json_safe(parser.get())
+    path = atomic_write_json(out / filename, config)
+    argv = list(sys.argv)
+    record = {
+        "time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cwd": os.getcwd(),
+        "argv": argv,
+        "overrides": _json_safe(command_line_overrides()),
+        "config": str(path),
+        "host": platform.node(),
+        "versions": _versions(),
+    }
+    record.update(_json_safe(dict(info or {})))
+    atomic_write_json(out / info_filename, record)
+    return str(path)
+
+
+def read_run_info(run_dir: str | os.PathLike, info_filename: str = "run_info.json") -> dict:
+    """The run record written by :func:`save_executed_config` (empty dict when absent)."""
+    p = Path(run_dir) / info_filename
+    if not p.is_file():
+        return {}
+    with open(p, encoding="utf-8") as f:
+        return json.load(f)
+
