@@ -1,0 +1,43 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""medfuse networks: MONAI-based blocks and classifiers, backbones by name, Monte-Carlo dropout."""
+
+from .backbones import PretrainedWeightsError, build_backbone, load_pretrained_weights
+from .blocks import (
+    CBAM,
+    BidirectionalCrossAttentionFusion,
+    CBAMChannelAttention,
+    CBAMSpatialAttention,
+    CrossAttentionLayer,
+    MultiScaleCrossAttentionFusion,
+)
+from .nets import DCAT, DCATNet, DualCrossAttentionNet
+from .uncertainty import (
+    MCDropoutResult,
+    enable_mc_dropout,
+    expected_entropy,
+    mc_dropout_predict,
+    mutual_information,
+    predictive_entropy,
+)
+
+__all__ = [
+    "BidirectionalCrossAttentionFusion",
+    "CBAM",
+    "CBAMChannelAttention",
+    "CBAMSpatialAttention",
+    "CrossAttentionLayer",
+    "DCAT",
+    "DCATNet",
+    "DualCrossAttentionNet",
+    "MCDropoutResult",
+    "MultiScaleCrossAttentionFusion",
+    "PretrainedWeightsError",
+    "build_backbone",
+    "enable_mc_dropout",
+    "expected_entropy",
+    "load_pretrained_weights",
+    "mc_dropout_predict",
+    "mutual_information",
+    "predictive_entropy",
+]

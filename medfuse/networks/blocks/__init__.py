@@ -1,0 +1,21 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Network building blocks, one concept per file."""
+
+from .cbam import CBAM, CBAMChannelAttention, CBAMSpatialAttention
+from .cross_attention_fusion import (
+    BidirectionalCrossAttentionFusion,
+    CrossAttentionLayer,
+    MultiScaleCrossAttentionFusion,
+    sincos_position_embedding_2d,
+)
+
+__all__ = [
+    "BidirectionalCrossAttentionFusion",
+    "CBAM",
+    "CBAMChannelAttention",
+    "CBAMSpatialAttention",
+    "CrossAttentionLayer",
+    "MultiScaleCrossAttentionFusion",
+    "sincos_position_embedding_2d",
+]

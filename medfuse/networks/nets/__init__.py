@@ -1,0 +1,7 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Networks, one per file."""
+
+from .dual_cross_attention import DCAT, DCATNet, DualCrossAttentionNet
+
+__all__ = ["DCAT", "DCATNet", "DualCrossAttentionNet"]

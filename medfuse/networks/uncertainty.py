@@ -1,0 +1,156 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Monte-Carlo dropout for any classifier: Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016.
+
+``mc_dropout_predict`` runs ``samples`` stochastic forward passes with only the dropout layers in training
+mode (BatchNorm, EfficientNet drop-connect and everything else stay in eval mode, so batch size 1 works and
+running statistics never change) and summarises them:
+
+* ``probs``: mean predicted probabilities, ``p = mean_t p_t``;
+* ``entropy``: predictive entropy ``H[p] = -sum_k p_k log p_k`` (total uncertainty, nats);
+* ``expected_entropy``: ``mean_t H[p_t]`` (aleatoric part);
+* ``mutual_info``: ``H[p] - mean_t H[p_t] >= 0`` (epistemic part; 0 when all passes agree).
+
+Multi-label (sigmoid) models use the binary entropy of every label, so these are per label, ``(B, K)``.
+These are the ``entropy`` / ``mutual_info`` columns of medfuse's ``predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "DROPOUT_TYPES",
+    "MCDropoutResult",
+    "enable_mc_dropout",
+    "expected_entropy",
+    "mc_dropout_predict",
+    "mutual_information",
+    "predictive_entropy",
+]
+
+#: module types switched to training mode for MC dropout
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+_EPS = 1e-12
+
+
+class MCDropoutResult(NamedTuple):
+    """Summary of Monte-Carlo dropout predictions (see the module docstring for the formulas).
+
+    Attributes:
+        probs: mean probabilities, ``(B, K)``.
+        entropy: predictive entropy in nats, ``(B,)``; ``(B, K)`` for multi-label.
+        mutual_info: mutual information in nats, same shape as ``entropy``.
+        expected_entropy: mean entropy of the passes, same shape as ``entropy``.
+        sample_probs: probabilities of every pass, ``(T, B, K)``, when asked for; otherwise None.
+    """
+
+    probs: torch.Tensor
+    entropy: torch.Tensor
+    mutual_info: torch.Tensor
+    expected_entropy: torch.Tensor
+    sample_probs: Optional[torch.Tensor] = None
+
+
+def predictive_entropy(probs: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """Entropy (nats) of probabilities ``(..., K)``: over the last dimension (``(...)``), or, for multi-label,
+    the binary entropy of every label (``(..., K)``)."""
+    p = probs.float().clamp(0.0, 1.0)
+    if multi_label:
+        q = 1.0 - p
+        return -(p * torch.log(p.clamp_min(_EPS)) + q * torch.log(q.clamp_min(_EPS)))
+    return -(p * torch.log(p.clamp_min(_EPS))).sum(dim=-1)
+
+
+def expected_entropy(sample_probs: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """Mean entropy of the passes, for ``sample_probs`` of shape ``(T, B, K)``."""
+    return predictive_entropy(sample_probs, multi_label).mean(dim=0)
+
+
+def mutual_information(sample_probs: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """Mutual information between prediction and weights (BALD), for ``sample_probs`` ``(T, B, K)``:
+    entropy of the mean minus the mean entropy, clamped at 0 against rounding."""
+    total = predictive_entropy(sample_probs.float().mean(dim=0), multi_label)
+    return (total - expected_entropy(sample_probs, multi_label)).clamp_min(0.0)
+
+
+@contextmanager
+def enable_mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode except its dropout layers (:data:`DROPOUT_TYPES`), which train; restore every
+    module's previous mode on exit.
+
+    Examples::
+
+        >>> with enable_mc_dropout(model):
+        ...     logits = model(x)  # stochastic, BatchNorm uses running statistics
+    """
+    previous = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        for m in model.modules():
+            if isinstance(m, DROPOUT_TYPES):
+                m.train()
+        yield model
+    finally:
+        for m, mode in previous.items():
+            m.training = mode
+
+
+def mc_dropout_predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    samples: int = 20,
+    multi_label: bool = False,
+    return_samples: bool = False,
+    forward_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> MCDropoutResult:
+    """Monte-Carlo dropout prediction of a classifier returning logits ``(B, K)``.
+
+    Args:
+        model: the classifier; only its dropout layers are put in training mode, and every module's mode is
+            restored afterwards.
+        x: the input batch.
+        samples: number of stochastic passes T (>= 1). Defaults to 20.
+        multi_label: sigmoid per label instead of softmax over classes. Defaults to False.
+        return_samples: also return the ``(T, B, K)`` probabilities of every pass. Defaults to False.
+        forward_fn: computes logits from ``x``; defaults to ``model``. A network whose dropout sits only in
+            its head can pass its head and precomputed features (see ``DualCrossAttentionNet``).
+
+    Returns:
+        :class:`MCDropoutResult`.
+
+    Raises:
+        ValueError: when ``samples`` is not a positive integer.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}.")
+    fn = model if forward_fn is None else forward_fn
+    if not any(isinstance(m, DROPOUT_TYPES) and m.p > 0 for m in model.modules()):
+        warnings.warn(
+            f"{type(model).__name__} has no dropout layer with p > 0: the {samples} MC-dropout passes are identical "
+            f"(mutual information 0).",
+            stacklevel=2,
+        )
+    probs_t = []
+    with torch.no_grad(), enable_mc_dropout(model):
+        for _ in range(samples):
+            logits = fn(x).float()
+            probs_t.append(torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1))
+    sample_probs = torch.stack(probs_t, dim=0)
+    mean = sample_probs.mean(dim=0)
+    entropy = predictive_entropy(mean, multi_label)
+    aleatoric = expected_entropy(sample_probs, multi_label)
+    return MCDropoutResult(
+        probs=mean,
+        entropy=entropy,
+        mutual_info=(entropy - aleatoric).clamp_min(0.0),
+        expected_entropy=aleatoric,
+        sample_probs=sample_probs if return_samples else None,
+    )
