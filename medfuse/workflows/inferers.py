@@ -27,53 +27,46 @@ from monai.transforms import MapTransform
 __all__ = ["mc_dropout_outputs", "MCDropoutInferer", "UnpackPredictiond"]
 
 
-def _enable_dropout(network: torch.nn.Module) -> list[torch.nn.Module]:
-    switched = []
-    for m in network.modules():
-        if isinstance(m, torch.nn.modules.dropout._DropoutNd) and not m.training:
-            m.train()
-            switched.append(m)
-    return switched
+def _field(result: Any, name: str) -> torch.Tensor:
+    return result[name] if isinstance(result, Mapping) else getattr(result, name)
 
 
 def mc_dropout_outputs(network: torch.nn.Module, inputs: torch.Tensor, samples: int, eps: float = 1e-12) -> dict:
     """Mean probability, predictive entropy and mutual information over ``samples`` dropout passes.
 
-    Only dropout layers are switched to training mode (and back afterwards); batch norm keeps
-    its running statistics. Entropy ``H[mean p]`` and mutual information
-    ``H[mean p] - mean H[p]`` are in nats.
+    Uses the network's own ``predict_with_uncertainty(x, samples=T)`` when it has one (the
+    dual cross-attention net runs its backbones once and only the head T times), otherwise
+    :func:`medfuse.networks.uncertainty.mc_dropout_predict` (only dropout layers train; batch
+    norm keeps its running statistics). Entropy and mutual information are in nats.
 
     Returns:
         ``{"pred": log(mean p) (B, C), "entropy": (B,), "mutual_info": (B,)}``
 
     Raises:
-        ValueError: when ``samples < 1`` or the network has no dropout layer.
+        ValueError: when ``samples < 1``.
     """
-    if samples < 1:
+    if isinstance(samples, bool) or int(samples) < 1:
         raise ValueError(f"samples must be >= 1 for Monte-Carlo dropout, got {samples}")
-    if not any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in network.modules()):
-        raise ValueError("the network has no dropout layer: Monte-Carlo dropout would repeat one prediction")
-    switched = _enable_dropout(network)
-    try:
-        probs = torch.stack([torch.softmax(network(inputs).float(), dim=1) for _ in range(int(samples))])
-    finally:
-        for m in switched:
-            m.eval()
-    mean = probs.mean(0)
-    entropy = -(mean * torch.log(mean.clamp_min(eps))).sum(1)
-    expected_entropy = -(probs * torch.log(probs.clamp_min(eps))).sum(2).mean(0)
+    predict = getattr(network, "predict_with_uncertainty", None)
+    if callable(predict):
+        result = predict(inputs, samples=int(samples))
+    else:
+        from medfuse.networks.uncertainty import mc_dropout_predict
+
+        result = mc_dropout_predict(network, inputs, samples=int(samples))
+    probs = _field(result, "probs").float()
     return {
-        "pred": torch.log(mean.clamp_min(eps)),
-        "entropy": entropy,
-        "mutual_info": (entropy - expected_entropy).clamp_min(0.0),
+        "pred": torch.log(probs.clamp_min(eps)),
+        "entropy": _field(result, "entropy").float(),
+        "mutual_info": _field(result, "mutual_info").float(),
     }
 
 
 class MCDropoutInferer(Inferer):
     """Plain forward (``samples=0``) or Monte-Carlo dropout with ``samples`` passes.
 
-    With ``samples > 0`` the network's own ``predict_with_uncertainty`` is not required: any
-    network with dropout layers works (:func:`mc_dropout_outputs`).
+    With ``samples > 0`` the network's ``predict_with_uncertainty`` is used when it has one;
+    any other network with dropout layers works too (:func:`mc_dropout_outputs`).
 
     Args:
         samples: number of stochastic passes; 0 disables Monte-Carlo dropout.

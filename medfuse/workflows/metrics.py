@@ -80,6 +80,8 @@ class ClassificationMetric(Metric):
 
     def update(self, output) -> None:
         y_pred, y = output
+        if y is None or (isinstance(y, (list, tuple)) and any(v is None for v in y)):
+            return  # unlabelled items (inference) do not count
         if isinstance(y_pred, (list, tuple)):
             y_pred = torch.stack([torch.as_tensor(p) for p in y_pred])
         if isinstance(y, (list, tuple)):
