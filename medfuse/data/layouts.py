@@ -37,6 +37,7 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -891,9 +892,15 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     """Arrays of a MedMNIST npz, with one-line :class:`DataError` for every way it can be bad."""
     if not path.is_file():
         raise DataError(f"{path}: file not found; pass a MedMNIST .npz (e.g. pneumoniamnist.npz) or use --download NAME")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise DataError(f"{path}: holds a single .npy array, not a MedMNIST .npz archive with train_images, train_labels, ...")
+    if not magic.startswith(b"PK"):
+        raise DataError(f"{path}: not an .npz file (no zip header); pass a MedMNIST .npz such as pneumoniamnist.npz")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); download it again") from e
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: holds a single array, not a MedMNIST .npz archive with train_images, train_labels, ...")
@@ -912,7 +919,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
             for k in (f"{p}_images", f"{p}_labels"):
                 try:
                     arrays[k] = data[k]
-                except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+                except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
                     raise DataError(f"{path}: array {k} is corrupt ({type(e).__name__}: {e}); download the file again") from e
             n_img, n_lab = len(arrays[f"{p}_images"]), len(arrays[f"{p}_labels"])
             if n_img != n_lab:
@@ -1145,15 +1152,17 @@ def download_medmnist(
     dest = Path(dest_dir) / f"{name}.npz"
     if dest.is_file():
         return dest
+    official = url is None
     url = url or medmnist_url(name)
     tmp = dest.with_name(f".{dest.name}.part")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         md5 = hashlib.md5()
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                f.write(chunk)
-                md5.update(chunk)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    f.write(chunk)
+                    md5.update(chunk)
     except (urllib.error.URLError, OSError, ValueError) as e:
         if tmp.exists():
             tmp.unlink()
@@ -1163,7 +1172,7 @@ def download_medmnist(
             f"hand (https://medmnist.com/ or {url}) and pass it as FILE: medfuse medmnist2manifest {name}.npz --out DIR"
         ) from e
     expected = _MEDMNIST_MD5.get(name)
-    if expected and md5.hexdigest() != expected and url == _MEDMNIST_URL.format(name=name):
+    if expected and official and md5.hexdigest() != expected:
         tmp.unlink()
         raise DataError(f"{url}: downloaded file has MD5 {md5.hexdigest()}, expected {expected}; try again")
     os.replace(tmp, dest)

@@ -11,8 +11,9 @@ here therefore split *groups*, never single items:
 2. :func:`assign_groups` gives each group to a split. Groups are stratified by their label
    (the most frequent label of the group, ties broken by the label seen first); within each
    stratum the groups are shuffled with the seed, ordered largest first, and each goes to the
-   split furthest below its target item count (fraction x stratum size). Every group is
-   assigned exactly once, so split counts always add up to the number of items.
+   split furthest below its target item count (fraction x items of the strata so far, so the
+   rounding of one stratum is made up in the next). Every group is assigned exactly once, so
+   split counts always add up to the number of items.
 3. :func:`split_items` and :func:`carve_validation` wrap both steps for lists of items.
 
 Everything is deterministic for a given seed and input order. Items without ``patient_id``
@@ -202,13 +203,16 @@ def assign_groups(
         strata[key].append(g)
     rng = random.Random(seed)
     assignment = [-1] * len(groups)
+    counts = [0] * len(fractions)  # items per split over all strata so far
+    seen = 0  # items in the strata done so far
     for key in sorted(strata, key=_stratum_order):
         order = list(strata[key])
         rng.shuffle(order)
         order.sort(key=lambda g: -len(groups[g]))  # stable: shuffled order kept within equal sizes
-        total = sum(len(groups[g]) for g in order)
-        targets = [fractions[s] * total for s in range(len(fractions))]
-        counts = [0] * len(fractions)
+        seen += sum(len(groups[g]) for g in order)
+        # cumulative targets: each stratum is split by the fractions, and the rounding left
+        # over by earlier strata is made up here, so the overall counts follow the fractions too
+        targets = [f * seen for f in fractions]
         for g in order:
             best = max(active, key=lambda s: (targets[s] - counts[s], -s))
             assignment[g] = best
