@@ -1,0 +1,282 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Ready-made dictionary pipelines for chest X-ray and OCT training and evaluation.
+
+Each preset maps a manifest item ``{"image": path, "label": int, "mask": path?, ...}`` to
+``{"image": float32 (C, size, size), "label": untouched, "mask": float32 (1, size, size)?}``.
+Order: load (any format, DICOM display pipeline) -> percentile normalisation on the full
+image (padding must not skew the statistics) -> aspect-preserving resize + zero padding ->
+augmentation (training only; spatial transforms move the mask with the image) -> optional
+CLAHE copy (``<key>_<enhanced_postfix>``) -> gray repeated to 3 channels when asked ->
+optional mean/std.
+
+Chest X-ray augmentation never flips left-right unless ``flip=True``: laterality carries
+meaning (heart on the patient's left, dextrocardia, side-specific findings). OCT B-scans
+may be flipped (left and right eyes mirror each other).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.transforms import (
+    AsDiscreted,
+    Compose,
+    EnsureTyped,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotated,
+    RandScaleIntensityFixedMeand,
+    RandShiftIntensityd,
+    RepeatChanneld,
+    ScaleIntensityRanged,
+)
+from monai.utils import ensure_tuple
+
+from medfuse.transforms.intensity import ContrastEnhanced, IntensityNormalized, RandSpeckleNoised
+from medfuse.transforms.io import LoadOCTd, LoadXrayd
+from medfuse.transforms.spatial import ResizeWithPadd
+
+__all__ = ["cxr_train_transforms", "cxr_eval_transforms", "oct_train_transforms", "oct_eval_transforms"]
+
+
+def _check(keys, image_size: int, in_channels: int, mask_key) -> tuple[str, ...]:
+    keys = tuple(ensure_tuple(keys))
+    if not keys:
+        raise ValueError("keys must name at least one image key, e.g. ('image',)")
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 (gray) or 3 (gray repeated for RGB-pretrained networks), got {in_channels}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    if mask_key is not None and mask_key in keys:
+        raise ValueError(f"mask_key {mask_key!r} must differ from the image keys {keys}")
+    return keys
+
+
+def _load_and_fit(loader, keys, mask_key, image_size, percentiles, mask_threshold, loader_kwargs) -> list:
+    xforms = [loader(keys, **loader_kwargs)]
+    if percentiles is not None:
+        xforms.append(IntensityNormalized(keys, percentiles=percentiles))
+    spatial_keys, modes = list(keys), ["auto"] * len(keys)
+    if mask_key is not None:
+        # a binary mask is read in [0, 1] and thresholded; a label map keeps its raw values
+        xforms.append(loader(mask_key, scale=mask_threshold is not None, mask_padding=False, **_frame_only(loader_kwargs)))
+        if mask_threshold is not None:
+            xforms.append(AsDiscreted(mask_key, threshold=mask_threshold))
+        spatial_keys.append(mask_key)
+        modes.append("nearest")
+    xforms.append(ResizeWithPadd(spatial_keys, size=image_size, mode=modes, pad_value=0.0))
+    return xforms
+
+
+def _frame_only(loader_kwargs: dict) -> dict:
+    return {k: v for k, v in loader_kwargs.items() if k == "frame"}
+
+
+def _finish(keys, mask_key, in_channels, enhanced_postfix, mean, std) -> list:
+    xforms: list = []
+    out_keys = list(keys)
+    if enhanced_postfix:
+        enhanced = [f"{k}_{enhanced_postfix}" for k in keys]
+        xforms.append(ContrastEnhanced(keys, output_keys=enhanced))
+        out_keys += enhanced
+    if in_channels == 3:
+        xforms.append(RepeatChanneld(out_keys, repeats=3))
+    if mean is not None or std is not None:
+        xforms.append(IntensityNormalized(out_keys, percentiles=None, mean=mean, std=std))
+    typed = out_keys + ([mask_key] if mask_key is not None else [])
+    xforms.append(EnsureTyped(typed, dtype=torch.float32))
+    return xforms
+
+
+def cxr_train_transforms(
+    keys: str | Sequence[str] = ("image",),
+    image_size: int = 224,
+    in_channels: int = 1,
+    mask_key: str | None = None,
+    flip: bool = False,
+    rotate_degrees: float = 10.0,
+    scale_range: float = 0.1,
+    translate_fraction: float = 0.05,
+    affine_prob: float = 0.5,
+    intensity_prob: float = 0.3,
+    noise_prob: float = 0.2,
+    noise_std: float = 0.02,
+    percentiles: tuple[float, float] | None = (0.5, 99.5),
+    apply_voi: bool = False,
+    mask_threshold: float | None = 0.5,
+    enhanced_postfix: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+) -> Compose:
+    """Training pipeline for chest X-rays (DICOM, PNG/JPEG, NIfTI slices).
+
+    Args:
+        keys: image keys. Default ``("image",)``.
+        image_size: output side; the image is letterboxed, aspect kept. Default 224.
+        in_channels: 1 or 3 (gray repeated). Default 1.
+        mask_key: key of a segmentation mask transformed with the image (nearest
+            interpolation), e.g. ``"mask"``. Default None.
+        flip: allow random left-right flips. Default False (laterality matters).
+        rotate_degrees: random rotation range +/- degrees. Default 10.
+        scale_range: random zoom +/- fraction, per axis. Default 0.1.
+        translate_fraction: random shift +/- fraction of ``image_size``. Default 0.05.
+        affine_prob: probability of the random affine. Default 0.5.
+        intensity_prob: probability of each of gamma, contrast (about the mean) and
+            brightness changes. Default 0.3.
+        noise_prob, noise_std: additive Gaussian noise. Defaults 0.2, 0.02.
+        percentiles: percentile normalisation to [0, 1]; None to skip. Default (0.5, 99.5).
+        apply_voi: apply the DICOM window / VOI LUT when loading. Default False.
+        mask_threshold: binarise the mask (read in [0, 1]) at this value; ``None`` keeps raw
+            label values (multi-class label maps). Default 0.5.
+        enhanced_postfix: also write a CLAHE copy of each image key to ``f"{key}_{postfix}"``
+            (e.g. ``"enhanced"`` -> ``"image_enhanced"``, DIFM's second input), after augmentation.
+        mean, std: subtract/divide at the end (e.g. ImageNet statistics with ``in_channels=3``).
+
+    Returns:
+        ``monai.transforms.Compose``; ``set_random_state(seed)`` makes it deterministic.
+
+    Raises:
+        ValueError: invalid arguments.
+    """
+    keys = _check(keys, image_size, in_channels, mask_key)
+    all_keys = list(keys) + ([mask_key] if mask_key is not None else [])
+    image_modes = ["bilinear"] * len(keys) + (["nearest"] if mask_key is not None else [])
+    xforms = _load_and_fit(LoadXrayd, keys, mask_key, image_size, percentiles, mask_threshold, {"apply_voi": apply_voi})
+    xforms.append(
+        RandAffined(
+            all_keys,
+            prob=affine_prob,
+            rotate_range=np.deg2rad(rotate_degrees),
+            scale_range=(scale_range, scale_range),
+            translate_range=(translate_fraction * image_size, translate_fraction * image_size),
+            mode=image_modes,
+            padding_mode="zeros",
+            spatial_size=(image_size, image_size),
+            cache_grid=True,
+        )
+    )
+    if flip:
+        xforms.append(RandFlipd(all_keys, prob=0.5, spatial_axis=1))
+    xforms += _intensity_augment(keys, intensity_prob)
+    xforms.append(RandGaussianNoised(keys, prob=noise_prob, std=noise_std))
+    xforms.append(ScaleIntensityRanged(keys, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
+    xforms += _finish(keys, mask_key, in_channels, enhanced_postfix, mean, std)
+    return Compose(xforms)
+
+
+def _intensity_augment(keys, prob: float) -> list:
+    return [
+        RandAdjustContrastd(keys, prob=prob, gamma=(0.8, 1.25)),  # gamma
+        RandScaleIntensityFixedMeand(keys, prob=prob, factors=0.2),  # contrast about the mean
+        RandShiftIntensityd(keys, prob=prob, offsets=0.1),  # brightness
+    ]
+
+
+def cxr_eval_transforms(
+    keys: str | Sequence[str] = ("image",),
+    image_size: int = 224,
+    in_channels: int = 1,
+    mask_key: str | None = None,
+    percentiles: tuple[float, float] | None = (0.5, 99.5),
+    apply_voi: bool = False,
+    mask_threshold: float | None = 0.5,
+    enhanced_postfix: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+) -> Compose:
+    """Deterministic evaluation/inference pipeline for chest X-rays (arguments as :func:`cxr_train_transforms`).
+
+    Raises:
+        ValueError: invalid arguments.
+    """
+    keys = _check(keys, image_size, in_channels, mask_key)
+    xforms = _load_and_fit(LoadXrayd, keys, mask_key, image_size, percentiles, mask_threshold, {"apply_voi": apply_voi})
+    xforms += _finish(keys, mask_key, in_channels, enhanced_postfix, mean, std)
+    return Compose(xforms)
+
+
+def _check_frame(frame) -> None:
+    if frame == "all":
+        raise ValueError("the OCT presets classify one B-scan: choose frame=None, an int or 'middle', not 'all'")
+
+
+def oct_train_transforms(
+    keys: str | Sequence[str] = ("image",),
+    image_size: int = 224,
+    in_channels: int = 1,
+    mask_key: str | None = None,
+    frame: int | str | None = "middle",
+    flip: bool = True,
+    rotate_degrees: float = 10.0,
+    rotate_prob: float = 0.5,
+    speckle_prob: float = 0.3,
+    speckle_std: float = 0.15,
+    intensity_prob: float = 0.3,
+    percentiles: tuple[float, float] | None = (0.5, 99.5),
+    mask_threshold: float | None = 0.5,
+    enhanced_postfix: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+) -> Compose:
+    """Training pipeline for retinal OCT B-scans (JPEG/PNG, or one frame of an OCT DICOM volume).
+
+    Args:
+        keys, image_size, in_channels, mask_key, percentiles, mask_threshold,
+            enhanced_postfix, mean, std: as :func:`cxr_train_transforms`.
+        frame: B-scan of a multi-frame DICOM: ``"middle"`` (default, usually through the
+            fovea), ``None`` (first) or an ``int``; ignored for JPEG/PNG.
+        flip: random left-right flips. Default True.
+        rotate_degrees, rotate_prob: small random rotation. Defaults 10, 0.5.
+        speckle_prob, speckle_std: multiplicative speckle-like noise. Defaults 0.3, 0.15.
+        intensity_prob: probability of each of gamma, contrast and brightness changes. Default 0.3.
+
+    Returns:
+        ``monai.transforms.Compose``.
+
+    Raises:
+        ValueError: invalid arguments (including ``frame="all"``).
+    """
+    keys = _check(keys, image_size, in_channels, mask_key)
+    _check_frame(frame)
+    all_keys = list(keys) + ([mask_key] if mask_key is not None else [])
+    modes = ["bilinear"] * len(keys) + (["nearest"] if mask_key is not None else [])
+    xforms = _load_and_fit(LoadOCTd, keys, mask_key, image_size, percentiles, mask_threshold, {"frame": frame})
+    if flip:
+        xforms.append(RandFlipd(all_keys, prob=0.5, spatial_axis=1))
+    xforms.append(
+        RandRotated(all_keys, range_x=np.deg2rad(rotate_degrees), prob=rotate_prob, mode=modes, padding_mode="zeros")
+    )
+    xforms.append(RandSpeckleNoised(keys, prob=speckle_prob, std=speckle_std))
+    xforms += _intensity_augment(keys, intensity_prob)
+    xforms.append(ScaleIntensityRanged(keys, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
+    xforms += _finish(keys, mask_key, in_channels, enhanced_postfix, mean, std)
+    return Compose(xforms)
+
+
+def oct_eval_transforms(
+    keys: str | Sequence[str] = ("image",),
+    image_size: int = 224,
+    in_channels: int = 1,
+    mask_key: str | None = None,
+    frame: int | str | None = "middle",
+    percentiles: tuple[float, float] | None = (0.5, 99.5),
+    mask_threshold: float | None = 0.5,
+    enhanced_postfix: str | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+) -> Compose:
+    """Deterministic evaluation/inference pipeline for OCT (arguments as :func:`oct_train_transforms`).
+
+    Raises:
+        ValueError: invalid arguments (including ``frame="all"``).
+    """
+    keys = _check(keys, image_size, in_channels, mask_key)
+    _check_frame(frame)
+    xforms = _load_and_fit(LoadOCTd, keys, mask_key, image_size, percentiles, mask_threshold, {"frame": frame})
+    xforms += _finish(keys, mask_key, in_channels, enhanced_postfix, mean, std)
+    return Compose(xforms)
