@@ -246,10 +246,12 @@ def build_backbone(
         net = ImageNetResNetFeatures(name, spatial_dims=2, in_channels=in_channels)
     if weights is None and pretrained:
         weights = download_imagenet_weights(name, progress=progress, timeout=timeout)
+    full_keys = list(net.state_dict())
+    truncate_backbone(net, name, max_stride)
     if weights is not None:
-        # load into the full network, so a checkpoint is checked against the whole architecture
-        load_pretrained_weights(net, name, weights)
-    return truncate_backbone(net, name, max_stride)
+        # keys of the removed stages are recognised (and discarded), anything unknown is an error
+        load_pretrained_weights(net, name, weights, reference_keys=full_keys)
+    return net
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -493,20 +495,38 @@ def _few(items: Sequence[str], n: int = 5) -> str:
     return f"{shown}, ... ({len(items)} in all)" if len(items) > n else shown
 
 
+def _is_head_key(key: str, family: str) -> bool:
+    """Classification-head keys (unused by the feature extractors): optional when loading."""
+    if family == "efficientnet":
+        return key.startswith(("_fc.", "_conv_head.", "_bn1."))  # top-level _bn1 (block keys start with _blocks.)
+    return key.startswith("fc.")
+
+
 def load_pretrained_weights(
     backbone: nn.Module,
     name: str,
     source: str | os.PathLike | Mapping[str, torch.Tensor],
     layout: str | None = None,
+    reference_keys: Iterable[str] | None = None,
 ) -> str:
-    """Load ImageNet weights into an untruncated backbone built by :func:`build_backbone`, strictly.
+    """Load ImageNet weights into a backbone built by :func:`build_backbone`, strictly.
 
     The checkpoint layout is detected (or given), keys are renamed to MONAI's, the first convolution is summed
-    over RGB for ``in_channels=1``. Classifier heads (``fc``, ``_fc``, ``classifier``) are skipped; missing
-    ``num_batches_tracked`` buffers are tolerated. Anything else that does not fit is an error.
+    over RGB for ``in_channels=1``. Every parameter and buffer of ``backbone`` must be provided with the right
+    shape (missing ``num_batches_tracked`` buffers excepted). Checkpoint keys of the classification head
+    (EfficientNet ``_conv_head``/``_bn1``/``_fc`` and their timm/torchvision names, ResNet ``fc``) and of stages
+    listed in ``reference_keys`` but removed from ``backbone`` by :func:`truncate_backbone` are discarded; any
+    other key is unexpected.
+
+    Args:
+        backbone: the MONAI feature extractor.
+        name: its backbone name.
+        source: checkpoint path or state dict.
+        layout: key layout; detected when None. Defaults to None.
+        reference_keys: MONAI state-dict keys of the untruncated backbone; defaults to ``backbone``'s keys.
 
     Returns:
-        the detected layout name.
+        the layout name.
 
     Raises:
         PretrainedWeightsError: on missing/unexpected keys or shape mismatches, listing a few of them.
@@ -517,9 +537,10 @@ def load_pretrained_weights(
     state = read_state_dict(source)
     layout = layout or detect_layout(state, family)
     target = backbone.state_dict()
-    key_map = monai_key_map(target.keys(), family, layout)
+    reference = list(target) if reference_keys is None else list(reference_keys)
+    key_map = monai_key_map(reference, family, layout)
     foreign_to_monai = {v: k for k, v in key_map.items()}
-    head_monai = {k for k in target if k.startswith("_fc.")}
+    discard = {k for k in reference if _is_head_key(k, family) or k not in target}
     head_foreign = ("fc.",) if family == "resnet" else ()
     first_conv = _FIRST_CONV[family]
     in_channels = target[first_conv].shape[1]
@@ -534,7 +555,7 @@ def load_pretrained_weights(
             if not (head_foreign and fk.startswith(head_foreign)):
                 unexpected.append(fk)
             continue
-        if mk in head_monai:
+        if mk in discard:
             continue
         if mk == first_conv:
             value = _adapt_first_conv(value, in_channels, fk, where)
@@ -544,9 +565,9 @@ def load_pretrained_weights(
         new_state[mk] = value.to(dtype=target[mk].dtype)
         loaded.add(mk)
     missing = [
-        key_map[k]
+        key_map.get(k, k)
         for k in target
-        if k not in loaded and k not in head_monai and not k.endswith("num_batches_tracked")
+        if k not in loaded and k not in discard and not k.endswith("num_batches_tracked")
     ]
     if missing or unexpected or mismatched:
         parts = []
