@@ -1082,8 +1082,14 @@ def medmnist_to_manifest(
                 for s, it in v:
                     if s != first_split[h]:
                         items[s].remove(it)
-                        report.skip(it["image"], "identical image already in an earlier official split (--cross-split-duplicates drop)", f"kept in {first_split[h]}")
-            report.notes.append(f"{len(cross)} images of the official splits also occur in an earlier split: later copies dropped")
+                        report.skip(
+                            it["image"],
+                            "identical image already in an earlier official split (--cross-split-duplicates drop)",
+                            f"kept in {first_split[h]}",
+                        )
+            report.notes.append(
+                f"{len(cross)} images of the official splits also occur in an earlier split: later copies dropped"
+            )
             report.duplicates_policy = f"{len(cross)} sets spanned two official splits: their later copies dropped"
         else:
             for v in cross.values():
@@ -1102,7 +1108,8 @@ def medmnist_to_manifest(
         if f > 0:
             items["training"], items["validation"] = carve_validation(items["training"], f, seed=seed)
             report.notes.append(
-                f"no val_* arrays: validation carved from train with --val-fraction {f:g} (identical images kept together), seed {seed}"
+                f"no val_* arrays: validation carved from train with --val-fraction {f:g} "
+                f"(identical images kept together), seed {seed}"
             )
     elif val_fraction is not None:
         report.notes.append("--val-fraction ignored: the file has official val_* arrays")
@@ -1211,7 +1218,8 @@ def add_common_arguments(p: argparse.ArgumentParser, split: bool = True, patient
         )
     p.add_argument(
         "--val-fraction", type=_val_fraction_type, default=None, metavar="F",
-        help=f"carve validation from train when there is no validation split (default {DEFAULT_VAL_FRACTION}; 0: none)",
+        help=f"carve validation from train when there is no validation split (default {DEFAULT_VAL_FRACTION}; "
+        "0: none); for a layout without split folders and without --split, the split becomes 1-F,F,0",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the patient-level split (default 0)")
     p.add_argument("--classes", default=None, metavar="A,B,C", help="class names in label-index order")

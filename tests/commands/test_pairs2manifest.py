@@ -24,7 +24,8 @@ def _pairs(root, n=8):
 def test_missing_masks_kept_and_reported(tmp_path, capsys):
     root = _pairs(tmp_path / "d")
     out = tmp_path / "m.json"
-    assert main([str(root / "cxr"), str(root / "masks"), "--out", str(out), "--mask-suffix", "_mask", "--split", "1"]) == 0
+    argv = [str(root / "cxr"), str(root / "masks"), "--out", str(out), "--mask-suffix", "_mask", "--split", "1"]
+    assert main(argv) == 0
     text = capsys.readouterr().out
     assert "found 16 = written 8 + masks paired with them 7 + skipped 1" in text
     assert "mask without image" in text and "masks/MCUCXR_0100_0_mask.png" in text
@@ -37,7 +38,8 @@ def test_missing_masks_kept_and_reported(tmp_path, capsys):
 def test_missing_masks_skipped(tmp_path, capsys):
     root = _pairs(tmp_path / "d")
     out = tmp_path / "m.json"
-    argv = [str(root / "cxr"), str(root / "masks"), "--out", str(out), "--mask-suffix", "_mask", "--missing-mask", "skip", "--split", "1"]
+    argv = [str(root / "cxr"), str(root / "masks"), "--out", str(out), "--mask-suffix", "_mask"]
+    argv += ["--missing-mask", "skip", "--split", "1"]
     assert main(argv) == 0
     assert "image without mask (--missing-mask skip)" in capsys.readouterr().out
     assert len(read_manifest(out)["training"]) == 7
@@ -57,7 +59,11 @@ def test_classes_and_no_labels(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "extra, message", [(["--label-pattern", "_(\\d)$"], "no named group 'label'"), (["--task", "segmentation_classification", "--label-pattern", "(?P<label>zzz)"], "found no label")]
+    "extra, message",
+    [
+        (["--label-pattern", "_(\\d)$"], "no named group 'label'"),
+        (["--task", "segmentation_classification", "--label-pattern", "(?P<label>zzz)"], "found no label"),
+    ],
 )
 def test_errors(tmp_path, capsys, extra, message):
     root = _pairs(tmp_path / "d")

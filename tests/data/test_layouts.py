@@ -428,3 +428,39 @@ def test_download_fails_clearly_offline(tmp_path):
         download_medmnist("../etc", tmp_path)
     existing = write_npz(tmp_path / "breastmnist.npz")
     assert download_medmnist("breastmnist", tmp_path) == existing  # kept, no network needed
+
+
+def test_download_through_local_server(tmp_path, monkeypatch):
+    import functools
+    import http.server
+    import threading
+
+    from medfuse.data import layouts
+
+    served = tmp_path / "served"
+    write_npz(served / "pneumoniamnist.npz")
+    write_npz(served / "mysterymnist.npz")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setattr(layouts, "medmnist_url", lambda name: f"{base}/{name}.npz")
+        got = download_medmnist("mysterymnist", tmp_path / "dl", timeout=5)
+        assert got.read_bytes() == (served / "mysterymnist.npz").read_bytes()
+        # a known dataset from the official address must match the published MD5
+        with pytest.raises(DataError, match="MD5"):
+            download_medmnist("pneumoniamnist", tmp_path / "dl", timeout=5)
+        assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["mysterymnist.npz"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_medmnist_default_url_is_official():
+    from medfuse.data.layouts import medmnist_url
+
+    url = medmnist_url("pneumoniamnist")
+    assert url.startswith("https://") and "pneumoniamnist.npz" in url
