@@ -83,6 +83,7 @@ def test_bad_split_is_an_argument_error(tmp_path, capsys, split, message):
     assert "argument --split" in err and message in err
 
 
+@pytest.mark.realdata
 def test_kermany_real(shared_data, tmp_path, capsys):
     root = require(shared_data / "kermany_cxr_224")
     out = tmp_path / "kermany.json"

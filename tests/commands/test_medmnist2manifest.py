@@ -63,6 +63,7 @@ def test_file_or_download_required(tmp_path, capsys):
     assert "either FILE" in capsys.readouterr().err
 
 
+@pytest.mark.realdata
 def test_pneumoniamnist_real(shared_data, tmp_path, capsys):
     npz = require(shared_data / "pneumoniamnist_trainval.npz")
     out = tmp_path / "pmnist"

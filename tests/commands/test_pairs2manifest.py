@@ -77,6 +77,7 @@ def test_missing_folder(tmp_path, capsys):
     assert "image folder not found" in capsys.readouterr().err
 
 
+@pytest.mark.realdata
 def test_lung_seg_real(shared_data, tmp_path, capsys):
     root = require(shared_data / "lung_seg_cxr")
     out = tmp_path / "nested" / "lung.json"
