@@ -344,6 +344,8 @@ def write_manifest(
     for split in SPLITS:
         if manifest.get(split):
             out[split] = manifest[split]
+    # create the folder first: relative paths (possibly with '..') resolve from it
+    path.parent.mkdir(parents=True, exist_ok=True)
     if validate:
         validate_manifest(out, base_dir=path.parent, check_files=check_files, path=path)
     return atomic_write_json(path, out)

@@ -200,3 +200,10 @@ def test_summary_counts(simple):
     assert s["total"] == 3
     text = format_summary(s)
     assert "training" in text and "pneumonia" in text
+
+
+def test_write_creates_folder_for_relative_parent_paths(tmp_path):
+    _files(tmp_path, ["imgs/a.png"])
+    m = new_manifest("classification", ["n"], make_provenance("t"), training=[{"image": "../imgs/a.png", "label": 0}])
+    out = write_manifest(m, tmp_path / "new" / "m.json")
+    assert load_split(out, "training")[0]["image"] == str((tmp_path / "imgs/a.png").resolve())
