@@ -366,7 +366,7 @@ def load_split(path: str | os.PathLike, split: str = "training", validate: bool 
     for item in items:
         for key in PATH_KEYS:
             if isinstance(item.get(key), str):
-                item[key] = str(_resolve(base, item[key]))
+                item[key] = os.path.normpath(_resolve(base, item[key]))
     return items
 
 
