@@ -39,6 +39,7 @@ __all__ = [
     "loss_class_weights",
     "balanced_sampler",
     "train_sampler",
+    "check_distributed_balance",
     "resolve_classes",
 ]
 
@@ -46,7 +47,7 @@ __all__ = [
 IMAGE_EXTENSIONS = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nii", ".nii.gz")
 CLASS_BALANCE_MODES = ("weights", "sampler", "none")
 #: Item keys kept as extra (grouping) columns when present in a manifest.
-DEFAULT_META_KEYS = ("patient_id",)
+DEFAULT_META_KEYS = ("patient_id", "view", "eye", "sex", "site")
 
 
 def manifest_classes(manifest: str | os.PathLike, expected: Sequence[str] | None = None) -> list[str]:
@@ -97,7 +98,9 @@ def split_items(
         manifest: path to a medfuse manifest (validated, files checked).
         split: ``training``, ``validation`` or ``test``.
         require_labels: every item must have an integer ``label``.
-        meta_keys: item keys copied as they are (missing ones become ``""`` so batches collate).
+        meta_keys: item keys copied as they are (grouping columns of the predictions); a key is
+            kept when any item of the split has it, and items without it get ``""`` so that
+            batches collate.
         limit: keep only the first ``limit`` items when > 0 (for quick runs and tests).
 
     Raises:
@@ -116,7 +119,8 @@ def split_items(
                 "this workflow needs single-label classification items",
                 manifest,
             )
-    out = [_clean(it, meta_keys) for it in items]
+    present = [k for k in meta_keys if any(k in it for it in items)]
+    out = [_clean(it, present) for it in items]
     return out[:limit] if limit and limit > 0 else out
 
 
@@ -241,6 +245,20 @@ def balanced_sampler(
     return torch.utils.data.WeightedRandomSampler(
         weights, num_samples=int(num_samples or len(items)), replacement=True, generator=gen
     )
+
+
+def check_distributed_balance(mode: str) -> str:
+    """Multi-GPU training replaces the sampler by a ``DistributedSampler``: refuse ``"sampler"``.
+
+    Raises:
+        ValueError: for ``class_balance="sampler"``, saying to use ``"weights"``.
+    """
+    if _check_mode(mode) == "sampler":
+        raise ValueError(
+            "class_balance='sampler' cannot be combined with multi-GPU training (each rank uses a "
+            "DistributedSampler); use --class_balance weights"
+        )
+    return mode
 
 
 def train_sampler(items: Sequence[dict], num_classes: int, mode: str = "weights", seed: int = 0):

@@ -172,7 +172,8 @@ class PredictionWriter:
         filename: defaults to ``predictions.csv``.
         image_key: item key holding the image path (``image_path`` from
             :mod:`medfuse.workflows.data`; the ``filename_or_obj`` meta of ``image`` otherwise).
-        extra_keys: item keys written as extra columns (for example ``patient_id``).
+        extra_keys: item keys written as extra columns (for example ``patient_id``) when the
+            items carry them.
     """
 
     def __init__(
@@ -235,7 +236,8 @@ class PredictionWriter:
                     row[key] = float(_scalar(v))
             for key in self.extra_keys:
                 v = _item_value(out, batch, key)
-                row[key] = "" if v is None else _scalar(v)
+                if v is not None:
+                    row[key] = _scalar(v)
             self.rows.append(row)
 
     def _all_rows(self) -> list[dict] | None:
@@ -267,7 +269,7 @@ class PredictionWriter:
             labels=[r["label"] for r in rows] if has_label else None,
             entropy=[r["entropy"] for r in rows] if has_entropy else None,
             mutual_info=[r["mutual_info"] for r in rows] if has_mi else None,
-            extra={k: [r.get(k, "") for r in rows] for k in self.extra_keys},
+            extra={k: [r.get(k, "") for r in rows] for k in self.extra_keys if any(k in r for r in rows)},
         )
         logger.info("wrote %d predictions to %s", len(rows), self.path)
         return self.path

@@ -32,6 +32,8 @@ def _gather(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         from monai.utils import evenly_divisible_all_gather
 
+        if dist.get_backend() == "nccl":  # NCCL gathers CUDA tensors only
+            return evenly_divisible_all_gather(t.to(torch.device("cuda", torch.cuda.current_device())), concat=True).cpu()
         return evenly_divisible_all_gather(t, concat=True)
     return t
 

@@ -42,6 +42,8 @@ __all__ = [
     "latest_run",
     "find_checkpoint",
     "find_active_parser",
+    "find_active_workflow",
+    "active_bundle_root",
     "command_line_overrides",
     "is_main_process",
     "save_executed_config",
@@ -58,6 +60,17 @@ def is_main_process() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _broadcast_from_main(value: Any) -> Any:
+    """``value`` of rank 0 on every rank (unchanged outside an initialised process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
 
 
 def make_run_name(suffix: str = "") -> str:
@@ -88,6 +101,38 @@ def find_active_parser():
     finally:
         del frame
     return None
+
+
+def find_active_workflow():
+    """The MONAI bundle workflow (``ConfigWorkflow``) whose method is on the call stack, or ``None``."""
+    from monai.bundle import BundleWorkflow
+
+    frame = inspect.currentframe()
+    try:
+        f = frame.f_back if frame is not None else None
+        while f is not None:
+            obj = f.f_locals.get("self")
+            if isinstance(obj, BundleWorkflow):
+                return obj
+            f = f.f_back
+    finally:
+        del frame
+    return None
+
+
+def active_bundle_root(default: str = ".") -> str:
+    """The root folder of the bundle being run: the parent of its ``configs`` folder.
+
+    Found from the active workflow's config file location, so a bundle run from any working
+    directory (``--config_file bundles/<name>/configs/train.json``) knows where it lives; falls
+    back to ``default`` outside a workflow.
+    """
+    wf = find_active_workflow()
+    root = getattr(wf, "config_root_path", None)
+    if root is None:
+        return default
+    root = Path(root)
+    return str(root.parent if root.name == "configs" else root)
 
 
 def command_line_overrides() -> dict | None:
@@ -125,7 +170,8 @@ def new_run_dir(output_dir: str | os.PathLike, run_name: str = "", suffix: str =
     ``run_dir`` more than once). A timestamp name that exists already gets ``-2``, ``-3`` ...;
     an explicit ``run_name`` is used as it is (re-using a folder is allowed).
 
-    Only the main process creates the folder.
+    Under ``torch.distributed`` rank 0 chooses the name and broadcasts it, and only rank 0
+    creates the folder.
     """
     key = _registry_key(str(output_dir), str(run_name), str(suffix))
     if key is not None and key in _RUN_DIRS:
@@ -138,6 +184,7 @@ def new_run_dir(output_dir: str | os.PathLike, run_name: str = "", suffix: str =
         path, k = base / name, 2
         while path.exists():
             path, k = base / f"{name}-{k}", k + 1
+    path = Path(_broadcast_from_main(str(path)))
     if create and is_main_process():
         path.mkdir(parents=True, exist_ok=True)
     out = str(path)

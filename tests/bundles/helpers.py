@@ -1,0 +1,55 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Shared pieces of the bundle tests: paths, tiny overrides, running a workflow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from monai.bundle import ConfigWorkflow
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLES = REPO / "bundles"
+SCHEMA = "monai_schema/meta_schema_20240725.json"
+
+
+def configs(bundle: str) -> Path:
+    return BUNDLES / bundle / "configs"
+
+
+def tiny_overrides(manifest: str | os.PathLike, output_dir: str | os.PathLike) -> dict:
+    """Overrides that shrink a bundle run to seconds on one CPU thread."""
+    return {
+        "manifest": str(manifest),
+        "output_dir": str(output_dir),
+        "image_size": 64,
+        "backbones": ["efficientnet-b0", "resnet10"],
+        "hidden_size": 16,
+        "num_heads": 2,
+        "batch_size": 4,
+        "epochs": 1,
+        "num_workers": 0,
+        "num_threads": 1,
+        "progress": False,
+        "mc_samples": 3,
+    }
+
+
+def run_workflow(config_file, workflow_type: str, **override) -> ConfigWorkflow:
+    """initialize / check_properties / run / finalize, as the model-zoo unit tests do."""
+    config_file = [str(c) for c in config_file] if isinstance(config_file, (list, tuple)) else str(config_file)
+    first = config_file[0] if isinstance(config_file, list) else config_file
+    wf = ConfigWorkflow(
+        config_file=config_file,
+        meta_file=str(Path(first).parent / "metadata.json"),
+        logging_file=str(Path(first).parent / "logging.conf"),
+        workflow_type=workflow_type,
+        **override,
+    )
+    wf.initialize()
+    missing = wf.check_properties()
+    assert not missing, f"missing bundle properties: {missing}"
+    wf.run()
+    wf.finalize()
+    return wf

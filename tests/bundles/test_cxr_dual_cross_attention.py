@@ -1,0 +1,126 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""bundles/cxr_dual_cross_attention: metadata, network I/O, train, evaluate, inference, export.
+
+Model-zoo unit-test style: ConfigWorkflow initialize / check_properties / run / finalize on
+the tiny synthetic demo data (64 px, EfficientNet-B0 + ResNet10, fusion width 16, 1 epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
+
+from medfuse.evaluation import classification_metrics, read_predictions
+from tests.bundles.helpers import SCHEMA, configs, run_workflow, tiny_overrides
+
+BUNDLE = "cxr_dual_cross_attention"
+CFG = configs(BUNDLE)
+
+
+@pytest.fixture(scope="module")
+def trained(demo_data, tmp_path_factory):
+    """One tiny training run (balanced sampler, one-cycle schedule), shared by the tests below."""
+    out = tmp_path_factory.mktemp("cxr_runs")
+    tiny = tiny_overrides(demo_data["cxr"], out)
+    run_workflow(CFG / "train.json", "train", run_name="tiny", class_balance="sampler", lr_schedule="onecycle", **tiny)
+    return {"run_dir": out / "tiny", "tiny": tiny}
+
+
+def test_metadata(shared_data):
+    verify_metadata(meta_file=str(CFG / "metadata.json"), filepath=str(shared_data / SCHEMA))
+
+
+def test_net_in_out(demo_data):
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(CFG / "metadata.json"),
+        config_file=str(CFG / "train.json"),
+        device="cpu",
+        manifest=str(demo_data["cxr"]),
+        backbones=["efficientnet-b0", "resnet10"],
+        hidden_size=16,
+        num_heads=2,
+    )
+
+
+def test_train_run_folder(trained):
+    run = trained["run_dir"]
+    for name in ("model.pt", "config.json", "run_info.json", "log.csv", "log.jsonl"):
+        assert (run / name).is_file(), name
+    with open(run / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1"]
+    assert {"train_loss", "val_auc", "val_aupr", "val_acc", "lr", "time_s"} <= set(rows[0])
+    assert 0.0 <= float(rows[0]["val_auc"]) <= 1.0 and float(rows[0]["train_loss"]) > 0
+    # the executed config holds the config file plus every override
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 1 and config["class_balance"] == "sampler" and config["lr_schedule"] == "onecycle"
+    assert config["backbones"] == ["efficientnet-b0", "resnet10"] and config["_meta_"]["version"] == "0.1.0"
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["classes"] == ["normal", "opacity"] and info["amp"] is False and info["device"] == "cpu"
+    assert info["bundle_root"].endswith(BUNDLE)
+    # model.pt is a plain state dict (MONAI CheckpointSaver with {"model": net}), loadable with weights_only
+    state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    parser = ConfigParser()
+    parser.read_config(str(run / "config.json"))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(state)
+
+
+def test_evaluate(trained):
+    run_workflow([CFG / "train.json", CFG / "evaluate.json"], "train", run_name="tiny", **trained["tiny"])
+    ev = trained["run_dir"] / "eval"
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["n"] == 2 and metrics["classes"] == ["normal", "opacity"]
+    assert metrics["positive_class"] == "opacity" and metrics["uncertainty"]["mean_mutual_info"] is not None
+    with open(ev / "predictions.csv") as f:
+        header = next(csv.reader(f))
+    assert header[:7] == ["image", "label", "prob_normal", "prob_opacity", "pred", "entropy", "mutual_info"]
+    assert {"patient_id", "view", "sex"} <= set(header)
+    pred = read_predictions(ev / "predictions.csv")
+    again = classification_metrics(pred["labels"], pred["probs"], pred["classes"])
+    assert again["accuracy"] == metrics["accuracy"] and again["confusion_matrix"] == metrics["confusion_matrix"]
+    assert json.loads((ev / "run_info.json").read_text())["checkpoint"] == str(trained["run_dir"] / "model.pt")
+
+
+def test_inference_manifest_and_dicom_folder(trained, demo_data, tmp_path):
+    tiny = trained["tiny"]
+    run_workflow(CFG / "inference.json", "infer", run_name="tiny", **tiny)
+    pred = read_predictions(trained["run_dir"] / "inference" / "predictions.csv")
+    assert len(pred["images"]) == 2 and pred["labels"] is not None and pred["mutual_info"] is not None
+    # a folder of DICOM files, no manifest labels; classes come from the training run
+    dicom_dir = demo_data["cxr"].parent / "cxr" / "dicom"
+    n_files = len(list(dicom_dir.glob("*.dcm")))
+    assert n_files > 0
+    run_workflow(
+        CFG / "inference.json", "infer", run_name="tiny", input_dir=str(dicom_dir),
+        inference_dir=str(tmp_path / "dicom_pred"), **{**tiny, "mc_samples": 0},
+    )
+    pred = read_predictions(tmp_path / "dicom_pred" / "predictions.csv")
+    assert len(pred["images"]) == n_files and pred["labels"] is None and pred["mutual_info"] is None
+    assert pred["classes"] == ["normal", "opacity"] and all(p.endswith(".dcm") for p in pred["images"])
+    assert abs(pred["probs"].sum(1) - 1).max() < 1e-4
+
+
+def test_ckpt_export_round_trip(trained, tmp_path):
+    """The run's model.pt follows MONAI's conventions: ckpt_export turns it into TorchScript."""
+    run = trained["run_dir"]
+    tiny = trained["tiny"]
+    ckpt_export(
+        net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(run / "model.pt"),
+        meta_file=str(CFG / "metadata.json"), config_file=str(CFG / "train.json"),
+        manifest=tiny["manifest"], backbones=tiny["backbones"], hidden_size=16, num_heads=2,
+    )
+    scripted = torch.jit.load(str(tmp_path / "model.ts"))
+    parser = ConfigParser()
+    parser.read_config(str(run / "config.json"))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(run / "model.pt", map_location="cpu", weights_only=True))
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net.eval()(x), rtol=1e-4, atol=1e-5)
