@@ -177,8 +177,8 @@ def _num_frames(ds) -> int:
         return 1
 
 
-def _frame_index(path: str, frame: int | str | None, n_frames: int) -> int | None:
-    """Index of the frame to decode, or ``None`` for all frames."""
+def _frame_index(path: str, frame: int | str | None, n_frames: int, what: str = "frame") -> int | None:
+    """Index of the frame (or slice) to decode, or ``None`` for all."""
     if frame is None:
         return 0
     if isinstance(frame, str):
@@ -186,12 +186,12 @@ def _frame_index(path: str, frame: int | str | None, n_frames: int) -> int | Non
             return None
         if frame == "middle":
             return n_frames // 2
-        raise ValueError(f"frame must be None, an int, 'all' or 'middle', got {frame!r}")
+        raise ValueError(f"{what} must be None, an int, 'all' or 'middle', got {frame!r}")
     if isinstance(frame, (bool, np.bool_)) or not isinstance(frame, (int, np.integer)):
-        raise ValueError(f"frame must be None, an int, 'all' or 'middle', got {frame!r}")
+        raise ValueError(f"{what} must be None, an int, 'all' or 'middle', got {frame!r}")
     idx = int(frame) + n_frames if frame < 0 else int(frame)
     if not 0 <= idx < n_frames:
-        raise DataError(f"{path}: frame {frame} requested but the file has {n_frames} frame(s); choose 0..{n_frames - 1}")
+        raise DataError(f"{path}: {what} {frame} requested but the file has {n_frames} {what}(s); choose 0..{n_frames - 1}")
     return idx
 
 

@@ -322,9 +322,9 @@ def read_nifti_image(
             meta["spacing"] = zooms
             meta["slice_index"] = -1
         else:
-            k = _frame_index(path, slice_index, depth) if slice_index != "all" else None
-            if k is None:
-                raise ValueError("slice_index must be None, an int or 'middle'")
+            if slice_index == "all":
+                raise ValueError("slice_index must be None, an int or 'middle', got 'all' (use None for the volume)")
+            k = _frame_index(path, slice_index, depth, what="slice")
             data = data[:, :, k]
             shift = np.eye(4)
             shift[2, 3] = k
