@@ -17,7 +17,7 @@ padding set to 0.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -433,9 +433,7 @@ def _color_to_gray(path: str, ds, arr: np.ndarray, photometric: str, samples: in
     else:
         bits = int(ds.get("BitsStored", 8) or 8)
         top = 2.0**bits - 1
-    if samples == 1 and photometric != "PALETTE COLOR":
-        gray = arr.astype(np.float32)
-    elif is_gray_rgb(arr):
+    if is_gray_rgb(arr):
         gray = arr[..., 0].astype(np.float32)
     else:
         file_warning(path, f"{photometric} colour DICOM converted to gray with BT.601 luminance weights")

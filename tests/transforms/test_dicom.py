@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 
@@ -321,7 +322,7 @@ class TestBadInput:
         path = tmp_path / f"cut_{name}"
         path.write_bytes(data[: len(data) // 2])
         with pytest.raises(DicomDecodeError, match=re.escape(str(path)) + r".*(truncated|corrupt)"):
-            with pytest.warns(UserWarning) if "J2K" in name else _nullcontext():
+            with pytest.warns(UserWarning) if "J2K" in name else contextlib.nullcontext():
                 read_dicom_image(path)
 
     @pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n" + bytes(200), b"just some text, not an image\n" * 10])
@@ -352,12 +353,6 @@ class TestBadInput:
         with pytest.warns(UserWarning, match=re.escape(path) + ".*excess padding"):
             img, _ = read_dicom_image(path)
         np.testing.assert_array_equal(img, _load("MR_small.dcm"))
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def test_headerless_dicom_read(tmp_path):

@@ -83,6 +83,7 @@ class TestPillowImages:
         np.testing.assert_allclose(img[0].numpy(), rgb[..., 0] / 255.0, atol=1e-7)
         assert img.meta["photometric"] == "MONOCHROME2" and img.meta["pil_mode"] == "RGB"
 
+    @pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
     def test_16bit_png_not_transposed(self, tmp_path):
         data = (np.arange(30 * 50, dtype=np.uint32).reshape(30, 50) * 43).astype(np.uint16)
         path = tmp_path / "x16.png"
@@ -183,6 +184,7 @@ class TestNifti:
         with pytest.raises(DataError, match=r"vol\.nii\.gz: slice 9 requested but the file has 4 slice"):
             LoadXray(slice_index=9)(volume[0])
 
+    @pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
     def test_same_as_monai_nibabel_reader(self, volume):
         from monai.transforms import LoadImage
 
