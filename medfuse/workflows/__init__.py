@@ -42,6 +42,7 @@ from .runs import (
     make_run_name,
     new_run_dir,
     read_run_info,
+    run_setting,
     save_executed_config,
 )
 
@@ -86,5 +87,6 @@ __all__ = [
     "make_run_name",
     "new_run_dir",
     "read_run_info",
+    "run_setting",
     "save_executed_config",
 ]

@@ -48,11 +48,13 @@ __all__ = [
     "is_main_process",
     "save_executed_config",
     "read_run_info",
+    "run_setting",
     "CHECKPOINT_NAME",
 ]
 
 CHECKPOINT_NAME = "model.pt"
 _RUN_DIRS: dict[tuple, str] = {}
+_RUN_CONFIGS: dict[str, tuple] = {}
 
 
 def is_main_process() -> bool:
@@ -321,6 +323,34 @@ def save_executed_config(
     record.update(_json_safe(dict(info or {})))
     atomic_write_json(out / info_filename, record)
     return str(path)
+
+
+def run_setting(run_dir: str | os.PathLike, key: str, default: Any = None, filename: str = "config.json") -> Any:
+    """The value ``key`` had in the training run at ``run_dir`` (its executed config), else ``default``.
+
+    Evaluation and inference use this for the architecture keys (``backbones``,
+    ``hidden_size``, ``image_size`` ...), so that a run trained with non-default settings is
+    rebuilt the same way without repeating them; a value given on the command line still wins
+    (it replaces the expression that calls this function). Expressions in the saved config
+    are evaluated as they were in training.
+    """
+    path = Path(run_dir) / filename
+    if not path.is_file():
+        return default
+    from monai.bundle import ConfigParser
+
+    key_ = str(key)
+    stamp = path.stat().st_mtime_ns
+    cached = _RUN_CONFIGS.get(str(path))
+    if cached is None or cached[0] != stamp:
+        parser = ConfigParser()
+        parser.read_config(str(path))
+        cached = (stamp, parser)
+        _RUN_CONFIGS[str(path)] = cached
+    parser = cached[1]
+    if key_ not in parser:
+        return default
+    return parser.get_parsed_content(key_)
 
 
 def read_run_info(run_dir: str | os.PathLike, info_filename: str = "run_info.json") -> dict:

@@ -36,6 +36,14 @@ def tiny_overrides(manifest: str | os.PathLike, output_dir: str | os.PathLike) -
     }
 
 
+ARCHITECTURE_KEYS = ("image_size", "backbones", "hidden_size", "num_heads")
+
+
+def without_architecture(overrides: dict) -> dict:
+    """``overrides`` less the network keys: evaluation/inference must take them from the run."""
+    return {k: v for k, v in overrides.items() if k not in ARCHITECTURE_KEYS}
+
+
 def run_workflow(config_file, workflow_type: str, **override) -> ConfigWorkflow:
     """initialize / check_properties / run / finalize, as the model-zoo unit tests do."""
     config_file = [str(c) for c in config_file] if isinstance(config_file, (list, tuple)) else str(config_file)

@@ -16,7 +16,7 @@ import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
 from medfuse.evaluation import classification_metrics, read_predictions
-from tests.bundles.helpers import SCHEMA, configs, run_workflow, tiny_overrides
+from tests.bundles.helpers import SCHEMA, configs, run_workflow, tiny_overrides, without_architecture
 
 BUNDLE = "cxr_dual_cross_attention"
 CFG = configs(BUNDLE)
@@ -73,7 +73,8 @@ def test_train_run_folder(trained):
 
 
 def test_evaluate(trained):
-    run_workflow([CFG / "train.json", CFG / "evaluate.json"], "train", run_name="tiny", **trained["tiny"])
+    # no network keys given: they are read from the run's executed config
+    run_workflow([CFG / "train.json", CFG / "evaluate.json"], "train", run_name="tiny", **without_architecture(trained["tiny"]))
     ev = trained["run_dir"] / "eval"
     metrics = json.loads((ev / "metrics.json").read_text())
     assert metrics["n"] == 2 and metrics["classes"] == ["normal", "opacity"]

@@ -15,7 +15,7 @@ from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from medfuse.errors import ManifestError
 from medfuse.evaluation import read_predictions
-from tests.bundles.helpers import SCHEMA, configs, run_workflow, tiny_overrides
+from tests.bundles.helpers import SCHEMA, configs, run_workflow, tiny_overrides, without_architecture
 
 BUNDLE = "oct_dual_cross_attention"
 CFG = configs(BUNDLE)
@@ -80,7 +80,8 @@ def test_train_and_evaluate(trained):
 
 
 def test_inference_png_folder_and_dicom_volumes(trained, demo_data, tmp_path):
-    tiny = {k: v for k, v in trained["tiny"].items() if k != "manifest"}
+    # no manifest and no network keys: classes and architecture come from the training run
+    tiny = {k: v for k, v in without_architecture(trained["tiny"]).items() if k != "manifest"}
     root = demo_data["oct"].parent / "oct"
     png = [p for p in root.rglob("*.png")]
     run_workflow(CFG / "inference.json", "infer", input_dir=str(root), inference_dir=str(tmp_path / "all"), **tiny)

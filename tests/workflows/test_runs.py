@@ -98,3 +98,13 @@ def test_executed_config_captures_overrides(tmp_path):
     again = ConfigParser()
     again.read_config(os.path.join(run_dir, "config.json"))
     assert again.get_parsed_content("epochs") == 2
+
+
+def test_run_setting_reads_the_executed_config(tmp_path):
+    from medfuse.workflows import run_setting
+
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 16, "width": "$@hidden_size * 2"}))
+    assert run_setting(tmp_path, "hidden_size", 256) == 16
+    assert run_setting(tmp_path, "width") == 32  # expressions evaluated as in training
+    assert run_setting(tmp_path, "missing", "dflt") == "dflt"
+    assert run_setting(tmp_path / "no_run", "hidden_size", 256) == 256
