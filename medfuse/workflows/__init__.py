@@ -7,9 +7,11 @@
 * :mod:`~medfuse.workflows.engine`: device, bf16 AMP on CUDA, threads, determinism;
 * :mod:`~medfuse.workflows.metrics`: validation metrics (AUC, AUPR, accuracy) as ignite metrics;
 * :mod:`~medfuse.workflows.inferers`: plain or Monte-Carlo dropout inference;
-* :mod:`~medfuse.workflows.handlers`: per-epoch log, predictions writer, progress bar, LR schedule.
+* :mod:`~medfuse.workflows.handlers`: per-epoch log, predictions writer, progress bar, LR schedule;
+* :mod:`~medfuse.workflows.bundle`: run a bundle's train / evaluate / inference from Python.
 """
 
+from .bundle import bundle_dir, run_bundle
 from .data import (
     CLASS_BALANCE_MODES,
     IMAGE_EXTENSIONS,
@@ -47,6 +49,8 @@ from .runs import (
 )
 
 __all__ = [
+    "bundle_dir",
+    "run_bundle",
     "CLASS_BALANCE_MODES",
     "IMAGE_EXTENSIONS",
     "balanced_sampler",

@@ -27,8 +27,8 @@ def trained(demo_data, tmp_path_factory):
     """One tiny training run (balanced sampler, one-cycle schedule), shared by the tests below."""
     out = tmp_path_factory.mktemp("cxr_runs")
     tiny = tiny_overrides(demo_data["cxr"], out)
-    run_workflow(CFG / "train.json", "train", run_name="tiny", class_balance="sampler", lr_schedule="onecycle", **tiny)
-    return {"run_dir": out / "tiny", "tiny": tiny}
+    wf = run_workflow(CFG / "train.json", "train", run_name="tiny", class_balance="sampler", lr_schedule="onecycle", **tiny)
+    return {"run_dir": out / "tiny", "tiny": tiny, "workflow": wf}
 
 
 def test_metadata(shared_data):
@@ -70,6 +70,19 @@ def test_train_run_folder(trained):
     parser.read_config(str(run / "config.json"))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(state)
+
+
+def test_training_wiring(trained):
+    parser = trained["workflow"].parser
+    trainer = parser.get_parsed_content("train#trainer")
+    # early stopping on the validation AUC stops this trainer
+    stopper = parser.get_parsed_content("validate#early_stop")
+    assert stopper._handler is not None and stopper._handler.trainer is trainer
+    assert parser.get_parsed_content("validate#evaluator").state.key_metric_name == "val_auc"
+    # balanced sampler instead of shuffling; fp32 on a CPU
+    assert type(parser.get_parsed_content("train#sampler")).__name__ == "WeightedRandomSampler"
+    assert parser.get_parsed_content("loss").weight is None
+    assert trainer.amp is False and trainer.amp_kwargs == {"dtype": torch.bfloat16}
 
 
 def test_evaluate(trained):

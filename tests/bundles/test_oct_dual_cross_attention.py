@@ -15,6 +15,7 @@ from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from medfuse.errors import ManifestError
 from medfuse.evaluation import read_predictions
+from medfuse.workflows import run_bundle
 from tests.bundles.helpers import SCHEMA, configs, run_workflow, tiny_overrides, without_architecture
 
 BUNDLE = "oct_dual_cross_attention"
@@ -24,12 +25,14 @@ OCT_CLASSES = ["CNV", "DME", "DRUSEN", "NORMAL"]
 
 @pytest.fixture(scope="module")
 def trained(demo_data, tmp_path_factory):
-    """One tiny training run (inverse-frequency loss weights, cosine schedule)."""
+    """One tiny training run (inverse-frequency loss weights, cosine schedule), through run_bundle."""
     out = tmp_path_factory.mktemp("oct_runs")
     tiny = tiny_overrides(demo_data["oct"], out)
-    run_workflow(CFG / "train.json", "train", run_suffix="tiny", **tiny)
+    result = run_bundle(BUNDLE, "train", run_suffix="tiny", **tiny)
     runs = [p for p in out.iterdir() if p.is_dir()]
     assert len(runs) == 1 and runs[0].name.endswith("-tiny")  # timestamp + suffix
+    assert result["run_dir"] == runs[0] and result["checkpoint"].is_file()
+    assert result["epochs_run"] == 1 and 0.0 <= result["best_val_auc"] <= 1.0
     return {"run_dir": runs[0], "tiny": tiny}
 
 
@@ -73,6 +76,8 @@ def test_train_and_evaluate(trained):
     # evaluate the latest run (no run name given) on the test split, with MC dropout
     run_workflow([CFG / "train.json", CFG / "evaluate.json"], "train", **trained["tiny"])
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    again = run_bundle(BUNDLE, "evaluate", logging=False, **without_architecture(trained["tiny"]))
+    assert again["run_dir"] == run and again["metrics"]["n"] == 10
     assert metrics["n"] == 10 and metrics["positive_class"] is None and len(metrics["confusion_matrix"]) == 4
     assert set(metrics["per_class"]) == set(OCT_CLASSES)
     pred = read_predictions(run / "eval" / "predictions.csv")

@@ -166,3 +166,19 @@ def test_lr_schedules():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.3)
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         lr_schedule_handler(opt, "step")
+
+
+def test_progress_bar_and_logger_options(tmp_path, capsys):
+    from medfuse.workflows import ProgressBar
+
+    net = TinyNet()
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=DataLoader(_data(6, 3), batch_size=3),
+        network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=torch.nn.CrossEntropyLoss(),
+        train_handlers=[ProgressBar(enabled=True), ProgressBar(enabled=False), EpochLogger(tmp_path, formats=("csv",))],
+    )
+    trainer.run()
+    assert "loss" in capsys.readouterr().err  # tqdm writes to stderr
+    assert (tmp_path / "log.csv").is_file() and not (tmp_path / "log.jsonl").exists()
+    with pytest.raises(ValueError, match="formats must be"):
+        EpochLogger(tmp_path, formats=("xml",))
