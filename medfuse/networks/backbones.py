@@ -218,7 +218,9 @@ def build_backbone(
     progress: bool = True,
     timeout: float = 10.0,
 ) -> nn.Module:
-    """Build a MONAI feature extractor by name, load ImageNet weights if asked, and truncate it.
+    """Build a MONAI feature extractor by name (always ``pretrained=False`` in MONAI), truncate it after
+    ``max_stride`` (:func:`truncate_backbone`), and load ImageNet weights if asked
+    (:func:`load_pretrained_weights`; a full checkpoint is expected, the removed stages' keys are discarded).
 
     Args:
         name: one of :data:`SUPPORTED_BACKBONES`.

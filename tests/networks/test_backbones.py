@@ -27,7 +27,7 @@ from medfuse.networks.backbones import (
 
 
 def _bn(prefix, n):
-    return {f"{prefix}.weight": (n,), f"{prefix}.bias": (n,), f"{prefix}.running_mean": (n,), f"{prefix}.running_var": (n,)}
+    return {f"{prefix}.{name}": (n,) for name in ("weight", "bias", "running_mean", "running_var")}
 
 
 def torchvision_resnet_reference(layers, bottleneck=False, in_channels=3):
@@ -282,7 +282,8 @@ def test_offline_download_fails_fast_and_clearly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bb.socket, "create_connection", no_network)
     start = time.monotonic()
-    with pytest.raises(PretrainedWeightsError, match=r"efficientnet-b0.*timed out.*pretrained_weights=\{'efficientnet'"):
+    expected = r"efficientnet-b0.*timed out.*pretrained_weights=\{'efficientnet'"
+    with pytest.raises(PretrainedWeightsError, match=expected):
         build_backbone("efficientnet-b0", pretrained=True)
     assert time.monotonic() - start < 5.0
 

@@ -55,7 +55,9 @@ class CBAMChannelAttention(nn.Module):
         self.avg_pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
         self.max_pool = Pool[Pool.ADAPTIVEMAX, spatial_dims](1)
         self.mlp = nn.Sequential(
-            conv(channels, hidden, kernel_size=1, bias=True), nn.ReLU(inplace=True), conv(hidden, channels, kernel_size=1)
+            conv(channels, hidden, kernel_size=1, bias=True),
+            nn.ReLU(inplace=True),
+            conv(hidden, channels, kernel_size=1, bias=True),
         )
         self.gate = nn.Sigmoid()
 

@@ -194,7 +194,9 @@ class BidirectionalCrossAttentionFusion(nn.Module):
         self.a_from_b = CrossAttentionLayer(*layer_args)
         self.b_from_a = CrossAttentionLayer(*layer_args)
         self.merge: nn.Module = (
-            nn.Sequential(nn.Conv2d(2 * hidden_size, hidden_size, kernel_size=1, bias=False), nn.BatchNorm2d(hidden_size))
+            nn.Sequential(
+                nn.Conv2d(2 * hidden_size, hidden_size, kernel_size=1, bias=False), nn.BatchNorm2d(hidden_size)
+            )
             if self.concat
             else nn.Identity()
         )
@@ -203,7 +205,8 @@ class BidirectionalCrossAttentionFusion(nn.Module):
     def _projection(in_channels: Optional[int], hidden_size: int) -> nn.Module:
         if in_channels is None:
             return nn.Identity()
-        return nn.Sequential(nn.Conv2d(in_channels, hidden_size, kernel_size=1, bias=False), nn.BatchNorm2d(hidden_size))
+        conv = nn.Conv2d(in_channels, hidden_size, kernel_size=1, bias=False)
+        return nn.Sequential(conv, nn.BatchNorm2d(hidden_size))
 
     def set_save_attn(self, save: bool) -> None:
         """Keep (True) or stop keeping (False) the attention matrices of both directions."""

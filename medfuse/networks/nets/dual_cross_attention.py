@@ -56,6 +56,19 @@ class DualCrossAttentionNet(nn.Module):
       output). ``refine`` outputs the refined map of :meth:`forward_features`: the Grad-CAM target layer.
     * ``pool``, ``dropout``, ``head``.
 
+    Choices the paper leaves open, as made here: both directions run in parallel from the projected maps
+    (not one after the other); the scales are merged on the stride-8 grid, so Grad-CAM maps keep that
+    resolution; width 256 with 8 heads of 32 channels; one dropout (0.3), between pooling and the linear head,
+    is both the regulariser and the MC-dropout layer, so MC sampling re-runs only the head (exact, cheap);
+    20 MC passes by default; entropy and mutual information are both reported (nats).
+
+    Attributes:
+        backbones: ``(name of branch A, name of branch B)``.
+        taps: tapped strides, ascending.
+        num_features: width of the fused map and of ``forward_head(..., pre_logits=True)``.
+        feature_info: one dict per tapped level and per fused map, timm-style: ``num_chs``, ``reduction``
+            (stride), ``module`` (submodule name, for hooks or CAM), ``branch`` (``"a"``, ``"b"``, ``"fused"``).
+
     Args:
         spatial_dims: number of spatial dimensions; only 2 is supported. Defaults to 2.
         in_channels: 1 (grey) or 3 (RGB). Defaults to 1.

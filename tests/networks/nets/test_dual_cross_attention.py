@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import warnings
 
 import pytest
 import torch
+from monai.bundle import ckpt_export, verify_net_in_out
 from monai.networks import eval_mode
 from monai.networks.nets import EfficientNetBNFeatures
 from monai.visualize import GradCAM
@@ -101,8 +103,9 @@ def test_submodule_names_feature_info_and_classifier():
     for info in net.feature_info:
         out = seen[info["module"]]
         assert out.shape[1:] == (info["num_chs"], 64 // info["reduction"], 64 // info["reduction"]), info
-    assert [i["module"] for i in net.feature_info[:3]] == ["branch_a._blocks.2", "branch_a._blocks.4", "branch_a._blocks.6"]
-    assert [i["module"] for i in net.feature_info[3:6]] == ["branch_b.layer2", "branch_b.layer3", "branch_b.layer4"]
+    modules = [i["module"] for i in net.feature_info]
+    assert modules[:3] == ["branch_a._blocks.2", "branch_a._blocks.4", "branch_a._blocks.6"]
+    assert modules[3:] == ["branch_b.layer2", "branch_b.layer3", "branch_b.layer4", "fusion", "refine"]
 
     assert net.get_classifier() is net.head
     net.reset_classifier(5)
@@ -252,12 +255,13 @@ def test_imagenet_weights_from_files(tmp_path):
     effnet = EfficientNetBNFeatures("efficientnet-b0", pretrained=False, in_channels=3)
     luke = convert_from_monai_layout(effnet.state_dict(), "efficientnet", "lukemelas")
     resnet = random_state(torchvision_resnet_reference((2, 2, 2, 2)))
-    torch.save(luke, tmp_path / "efficientnet-b0-355c32eb.pth")
-    torch.save(resnet, tmp_path / "resnet18-f37072fd.pth")
+    effnet_file, resnet_file = tmp_path / "efficientnet-b0-355c32eb.pth", tmp_path / "resnet18-f37072fd.pth"
+    torch.save(luke, effnet_file)
+    torch.save(resnet, resnet_file)
     net = tiny(
         backbones=("efficientnet-b0", "resnet18"),
         in_channels=1,
-        pretrained_weights={"efficientnet": tmp_path / "efficientnet-b0-355c32eb.pth", "resnet18": str(tmp_path / "resnet18-f37072fd.pth")},
+        pretrained_weights={"efficientnet": effnet_file, "resnet18": str(resnet_file)},  # by family, by name
     )
     torch.testing.assert_close(net.branch_a._conv_stem.weight, luke["_conv_stem.weight"].sum(1, keepdim=True))
     torch.testing.assert_close(net.branch_b.conv1.weight, resnet["conv1.weight"].sum(1, keepdim=True))
@@ -281,3 +285,43 @@ def test_pretrained_offline_fails_fast(tmp_path, monkeypatch):
     with pytest.raises(PretrainedWeightsError, match="efficientnet-b0.*Name or service not known.*pretrained_weights"):
         tiny(pretrained=True)
     assert time.monotonic() - start < 5.0
+
+
+def test_bundle_verify_and_ckpt_export(tmp_path):
+    """The model-zoo path: ``verify_net_in_out`` and ``ckpt_export`` (TorchScript by default) on a bundle config."""
+    config = {
+        "network_def": {
+            "_target_": "medfuse.networks.nets.DualCrossAttentionNet",
+            "in_channels": 1,
+            "num_classes": 3,
+            "backbones": ["efficientnet-b0", "resnet10"],
+            "hidden_size": 32,
+            "num_heads": 4,
+        }
+    }
+    meta = {
+        "network_data_format": {
+            "inputs": {"image": {"num_channels": 1, "spatial_shape": [64, 64], "dtype": "float32"}},
+            "outputs": {"pred": {"num_channels": 3, "dtype": "float32"}},
+        }
+    }
+    config_file, meta_file = tmp_path / "inference.json", tmp_path / "metadata.json"
+    config_file.write_text(json.dumps(config))
+    meta_file.write_text(json.dumps(meta))
+    verify_net_in_out(net_id="network_def", meta_file=str(meta_file), config_file=str(config_file))
+
+    net = DualCrossAttentionNet(**{k: v for k, v in config["network_def"].items() if k != "_target_"}).eval()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ckpt_export(
+            net_id="network_def",
+            filepath=str(tmp_path / "model.ts"),
+            ckpt_file=str(tmp_path / "model.pt"),
+            meta_file=str(meta_file),
+            config_file=str(config_file),
+        )
+        exported = torch.jit.load(str(tmp_path / "model.ts"))
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), net(x))
