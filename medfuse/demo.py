@@ -1,0 +1,253 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""The end-to-end demo that ``make demo`` runs: ``python -m medfuse.demo --out runs/demo``.
+
+The demo is a sequence of named steps (:data:`STEPS`). Each step is a function that takes
+the shared :class:`DemoContext` and returns a dict of results (paths, counts, metrics);
+the results are kept in ``context.results[step_name]`` for the steps after it, printed in
+the closing summary and written to ``<out>/demo_summary.json``.
+
+Steps now: ``data`` (build the synthetic demo data in ``<out>/data``, or reuse it when a
+stamp shows it was built with the same parameters) and ``validate`` (validate every
+manifest, check that MONAI's ``load_decathlon_datalist`` reads it, print the data
+summaries). To add a step (train, evaluate, export ...), write ``def step_x(ctx) -> dict``
+and append ``DemoStep("x", step_x, "what it does")`` to :data:`STEPS`; ``--steps`` selects
+a subset by name.
+
+Examples::
+
+    python -m medfuse.demo --out runs/demo
+    python -m medfuse.demo --out /tmp/demo --n-cxr 16 --n-oct 16 --size 64 --steps data,validate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = [
+    "DemoContext",
+    "DemoStep",
+    "STEPS",
+    "build_parser",
+    "format_results",
+    "main",
+    "run_steps",
+    "step_data",
+    "step_validate",
+]
+
+
+@dataclass
+class DemoContext:
+    """What the steps share: the output folder, the parsed options and earlier results."""
+
+    out: Path
+    args: argparse.Namespace
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        """Folder of the demo data set (``<out>/data``)."""
+        return self.out / "data"
+
+    def log(self, message: str = "") -> None:
+        """Print a progress line (flushed, so ``make demo`` shows it at once)."""
+        print(message, flush=True)
+
+
+@dataclass(frozen=True)
+class DemoStep:
+    """One named step: ``func(context) -> dict`` of results."""
+
+    name: str
+    func: Callable[[DemoContext], dict]
+    description: str
+
+
+def _data_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "n_cxr": args.n_cxr,
+        "n_oct": args.n_oct,
+        "image_size": args.size,
+        "seed": args.seed,
+        "dicom": not args.no_dicom,
+    }
+
+
+def step_data(ctx: DemoContext) -> dict:
+    """Build the synthetic data into ``<out>/data`` unless an up-to-date copy is there."""
+    from medfuse.data.demo import MANIFEST_NAMES, STAMP_NAME, demo_data_is_current, make_demo_data, read_demo_stamp
+
+    params = _data_parameters(ctx.args)
+    if not ctx.args.rebuild_data and demo_data_is_current(ctx.data_dir, **params):
+        stamp = read_demo_stamp(ctx.data_dir) or {}
+        manifests = {k: ctx.data_dir / name for k, name in stamp.get("manifests", {}).items()}
+        ctx.log(f"  reusing {ctx.data_dir} (built earlier with the same parameters; --rebuild-data rebuilds it)")
+        status = "reused"
+    else:
+        ctx.log(f"  generating {params['n_cxr']} chest phantoms and {params['n_oct']} OCT B-scans into {ctx.data_dir}")
+        manifests = make_demo_data(ctx.data_dir, **params)
+        status = "built"
+    manifests = {k: manifests[k] for k in MANIFEST_NAMES if k in manifests}
+    return {"status": status, "data_dir": ctx.data_dir, "manifests": manifests, "stamp": ctx.data_dir / STAMP_NAME}
+
+
+def step_validate(ctx: DemoContext) -> dict:
+    """Validate every manifest (files, hashes, labels, patient leakage), read it with MONAI, print summaries."""
+    from monai.data import load_decathlon_datalist
+
+    from medfuse.data.manifest import SPLITS, format_summary, read_manifest, summarize_manifest
+
+    manifests = ctx.results.get("data", {}).get("manifests")
+    if not manifests:
+        from medfuse.data.demo import read_demo_stamp
+        from medfuse.errors import DataError
+
+        stamp = read_demo_stamp(ctx.data_dir)
+        if not stamp:
+            raise DataError(f"no demo data in {ctx.data_dir}; run the 'data' step first (leave --steps out)")
+        manifests = {k: ctx.data_dir / name for k, name in stamp.get("manifests", {}).items()}
+    items: dict[str, int] = {}
+    for key, path in manifests.items():
+        manifest = read_manifest(path, check_hashes=True)
+        summary = summarize_manifest(manifest)
+        for split in SPLITS:
+            if split in manifest:  # MONAI must read every split as it is
+                load_decathlon_datalist(str(path), is_segmentation=False, data_list_key=split)
+        items[key] = summary["total"]
+        ctx.log(format_summary(summary, title=f"== {key}: {path}"))
+        ctx.log()
+    return {"valid_manifests": len(manifests), "items": items}
+
+
+#: The demo, in order. Later steps read earlier results from ``ctx.results``.
+STEPS: list[DemoStep] = [
+    DemoStep("data", step_data, "build the synthetic chest X-ray / OCT demo data (or reuse it)"),
+    DemoStep("validate", step_validate, "validate the manifests, read them with MONAI, print data summaries"),
+]
+
+
+def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out.append((prefix, value))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def format_results(results: dict[str, dict], seconds: dict[str, float]) -> str:
+    """The closing summary: every step with its time and results, one ``key: value`` a line."""
+    lines = []
+    for name, res in results.items():
+        lines.append(f"  {name} ({seconds.get(name, 0.0):.1f} s)")
+        flat: list[tuple[str, Any]] = []
+        _flatten("", res, flat)
+        for key, value in flat:
+            lines.append(f"    {key}: {value}")
+    return "\n".join(lines)
+
+
+def run_steps(ctx: DemoContext, steps: Sequence[DemoStep]) -> dict[str, float]:
+    """Run ``steps`` in order, storing each result in ``ctx.results``; returns seconds per step."""
+    seconds: dict[str, float] = {}
+    for i, step in enumerate(steps, 1):
+        ctx.log(f"[{i}/{len(steps)}] {step.name}: {step.description}")
+        start = time.perf_counter()
+        result = step.func(ctx)
+        seconds[step.name] = time.perf_counter() - start
+        ctx.results[step.name] = dict(result or {})
+    return seconds
+
+
+def _size(text: str):
+    from medfuse.commands.demo_data import parse_size
+
+    return parse_size(text)
+
+
+def build_parser(prog: str = "python -m medfuse.demo") -> argparse.ArgumentParser:
+    from medfuse.commands.demo_data import parse_count, parse_seed
+
+    names = ", ".join(s.name for s in STEPS)
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="medfuse end-to-end demo on synthetic data (what 'make demo' runs). Steps: " + names + ".",
+    )
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo); the data go to OUT/data")
+    p.add_argument("--n-cxr", type=parse_count, default=96, metavar="N", help="chest phantoms (default 96)")
+    p.add_argument("--n-oct", type=parse_count, default=80, metavar="N", help="OCT B-scans (default 80)")
+    p.add_argument("--size", type=_size, default=128, metavar="S", help="image side, or ROWSxCOLUMNS (default 128)")
+    p.add_argument("--seed", type=parse_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--no-dicom", action="store_true", help="no DICOM copies in the demo data")
+    p.add_argument("--rebuild-data", action="store_true", help="rebuild the demo data even when an up-to-date copy exists")
+    p.add_argument("--steps", default=None, metavar="A,B", help=f"run only these steps, in the demo's order (from: {names})")
+    return p
+
+
+def _select(steps_arg: str | None) -> list[DemoStep]:
+    if not steps_arg:
+        return list(STEPS)
+    wanted = [s.strip() for s in steps_arg.split(",") if s.strip()]
+    known = {s.name for s in STEPS}
+    unknown = [s for s in wanted if s not in known]
+    if unknown or not wanted:
+        raise ValueError(f"unknown step(s) {unknown or steps_arg!r}; choose from {', '.join(s.name for s in STEPS)}")
+    return [s for s in STEPS if s.name in wanted]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; returns 0 on success, 1 on an input error, 2 on an argument error."""
+    from medfuse.errors import MedfuseError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.n_cxr == 0 and args.n_oct == 0:
+        parser.error("--n-cxr and --n-oct are both 0, so there is no data; give at least one a count above 0")
+    try:
+        steps = _select(args.steps)
+    except ValueError as e:
+        parser.error(str(e))
+    ctx = DemoContext(out=Path(args.out), args=args)
+    start = time.perf_counter()
+    try:
+        seconds = run_steps(ctx, steps)
+    except MedfuseError as e:
+        print(f"medfuse demo: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("medfuse demo: interrupted", file=sys.stderr)
+        return 130
+    total = time.perf_counter() - start
+    summary_path = ctx.out / "demo_summary.json"
+    from medfuse.utils.io import atomic_write_json
+
+    atomic_write_json(
+        summary_path,
+        {"out": str(ctx.out), "seconds": {k: round(v, 3) for k, v in seconds.items()}, "results": _jsonable(ctx.results)},
+    )
+    ctx.log(f"== medfuse demo done in {total:.1f} s; outputs under {ctx.out}")
+    ctx.log(format_results(ctx.results, seconds))
+    ctx.log(f"  summary: {summary_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
