@@ -5,7 +5,7 @@
 Every training run writes into ``<output_dir>/<run_name>/`` (by default
 ``runs/<bundle_name>/<YYYYmmdd-HHMMSS>[-suffix]/`` under the working directory)::
 
-    model.pt          best checkpoint by validation AUC: {"model": state_dict}
+    model.pt          best weights by validation AUC (CheckpointSaver of {"model": net}: a plain state dict)
     config.json       the executed config: config files merged, command-line overrides applied
     run_info.json     command line, overrides, resolved values (classes, device, AMP), versions
     log.csv, log.jsonl  one row per epoch
@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import sys
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "model.pt"
-_RUN_DIRS: dict[tuple, str] = {}
+_RUN_DIRS: dict[tuple, tuple] = {}
 _RUN_CONFIGS: dict[str, tuple] = {}
 
 
@@ -160,9 +161,21 @@ def command_line_overrides() -> dict | None:
     return None
 
 
-def _registry_key(*parts) -> tuple:
+def _registry_key(*parts) -> tuple | None:
     parser = find_active_parser()
     return (id(parser),) + parts if parser is not None else None
+
+
+def _remembered(key: tuple | None) -> str | None:
+    if key is None or key not in _RUN_DIRS:
+        return None
+    ref, path = _RUN_DIRS[key]
+    return path if ref() is find_active_parser() else None  # ids of dead parsers get reused
+
+
+def _remember(key: tuple | None, path: str) -> None:
+    if key is not None:
+        _RUN_DIRS[key] = (weakref.ref(find_active_parser()), path)
 
 
 def new_run_dir(output_dir: str | os.PathLike, run_name: str = "", suffix: str = "", create: bool = True) -> str:
@@ -176,8 +189,9 @@ def new_run_dir(output_dir: str | os.PathLike, run_name: str = "", suffix: str =
     creates the folder.
     """
     key = _registry_key(str(output_dir), str(run_name), str(suffix))
-    if key is not None and key in _RUN_DIRS:
-        return _RUN_DIRS[key]
+    known = _remembered(key)
+    if known is not None:
+        return known
     base = Path(output_dir)
     if run_name:
         path = base / str(run_name)
@@ -190,8 +204,7 @@ def new_run_dir(output_dir: str | os.PathLike, run_name: str = "", suffix: str =
     if create and is_main_process():
         path.mkdir(parents=True, exist_ok=True)
     out = str(path)
-    if key is not None:
-        _RUN_DIRS[key] = out
+    _remember(key, out)
     return out
 
 

@@ -108,3 +108,17 @@ def test_run_setting_reads_the_executed_config(tmp_path):
     assert run_setting(tmp_path, "width") == 32  # expressions evaluated as in training
     assert run_setting(tmp_path, "missing", "dflt") == "dflt"
     assert run_setting(tmp_path / "no_run", "hidden_size", 256) == 256
+
+
+def test_each_workflow_gets_its_own_run_folder(tmp_path):
+    import gc
+
+    cfg = _write_config(tmp_path)
+    seen = set()
+    for _ in range(3):  # same second, parsers garbage-collected in between
+        wf = ConfigWorkflow(config_file=str(cfg), logging_file=False, workflow_type=None)
+        wf.initialize()
+        seen.add(wf.parser.get_parsed_content("run_dir"))
+        del wf
+        gc.collect()
+    assert len(seen) == 3 and all(os.path.isdir(d) for d in seen)
