@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import urllib.error
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -309,6 +310,29 @@ def _hub_cache_path(url: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
 
 
+def _probe_host(host: str, timeout: float) -> None:
+    """Raise OSError unless a TCP connection to ``host:443`` opens within ``timeout`` seconds.
+
+    Runs in a daemon thread because name resolution ignores socket timeouts and can block far longer.
+    """
+    outcome: dict[str, BaseException | bool] = {}
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            outcome["ok"] = True
+        except OSError as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=connect, name=f"probe-{host}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if outcome.get("ok") is True:
+        return
+    error = outcome.get("error")
+    raise error if isinstance(error, OSError) else socket.timeout(f"no answer within {timeout:g} s")
+
+
 def download_imagenet_weights(name: str, progress: bool = True, timeout: float = 10.0) -> dict[str, torch.Tensor]:
     """ImageNet weights for a backbone from the torch hub cache, or downloaded into it.
 
@@ -334,7 +358,7 @@ def download_imagenet_weights(name: str, progress: bool = True, timeout: float =
     if not os.path.isfile(cached):
         host = urlparse(url).hostname or ""
         try:
-            socket.create_connection((host, 443), timeout=timeout).close()
+            _probe_host(host, timeout)
         except OSError as e:  # gaierror, timeout, refused: all OSError
             raise PretrainedWeightsError(
                 f"cannot download ImageNet weights for {name} from {url} (no connection to {host}: {e}); {how}"
