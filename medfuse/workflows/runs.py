@@ -224,7 +224,8 @@ def find_run_dir(output_dir: str | os.PathLike, run_name: str = "", create: bool
 
     ``run_name`` given: ``<output_dir>/<run_name>`` (it must exist unless ``create``). Not
     given: the latest run under ``output_dir`` that holds a ``model.pt``; when there is none,
-    a new timestamped folder (the checkpoint then has to come from ``ckpt_path``).
+    a new timestamped name, not created here (the checkpoint then has to come from
+    ``ckpt_path``; the outputs create the folder).
 
     Raises:
         FileNotFoundError: when ``run_name`` names a missing folder and ``create`` is False.
@@ -240,7 +241,8 @@ def find_run_dir(output_dir: str | os.PathLike, run_name: str = "", create: bool
     found = latest_run(output_dir)
     if found is not None:
         return str(found)
-    return new_run_dir(output_dir, create=create)
+    # no trained run: a new name, created only when something is written into it
+    return new_run_dir(output_dir, create=False)
 
 
 def find_checkpoint(run_dir: str | os.PathLike, bundle_root: str | os.PathLike | None = None) -> str:

@@ -121,6 +121,22 @@ def test_inference_manifest_and_dicom_folder(trained, demo_data, tmp_path):
     assert abs(pred["probs"].sum(1) - 1).max() < 1e-4
 
 
+def test_inference_with_a_checkpoint_from_elsewhere(trained, tmp_path):
+    """--ckpt_path outside any run folder: network keys given, outputs in a new run folder."""
+    import shutil
+
+    ckpt = tmp_path / "weights" / "model.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(trained["run_dir"] / "model.pt", ckpt)
+    out = tmp_path / "runs"
+    run_workflow(CFG / "inference.json", "infer", ckpt_path=str(ckpt), classes=["normal", "opacity"],
+                 **{**trained["tiny"], "output_dir": str(out), "mc_samples": 0})
+    (run,) = list(out.iterdir())
+    pred = read_predictions(run / "inference" / "predictions.csv")
+    assert len(pred["images"]) == 2
+    assert json.loads((run / "inference" / "run_info.json").read_text())["checkpoint"] == str(ckpt)
+
+
 def test_ckpt_export_round_trip(trained, tmp_path):
     """The run's model.pt follows MONAI's conventions: ckpt_export turns it into TorchScript."""
     run = trained["run_dir"]
