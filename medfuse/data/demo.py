@@ -443,11 +443,11 @@ def _oct_float(rng: np.random.Generator, shape: tuple[int, int], cls: int, eye: 
         bumps = np.zeros(cols)
         for _ in range(int(rng.integers(3, 8))):
             c = xf + float(rng.uniform(-0.35, 0.35))
-            h, w = float(rng.uniform(0.03, 0.055)), float(rng.uniform(0.025, 0.05))
+            h, w = float(rng.uniform(0.04, 0.07)), float(rng.uniform(0.03, 0.055))
             bumps = np.maximum(bumps, h * _bump(u, c, w))
             info["lesions"].append({"kind": "druse", "col": c * cols, "height": h * rows, "width": w * cols})
         thick["sub_rpe"] = bumps
-        thick["onl"] = np.maximum(thick["onl"] - 0.6 * bumps, 0.012)
+        thick["onl"] = np.maximum(thick["onl"] - 0.35 * bumps, 0.012)
         refl["sub_rpe"] = 0.42 * ey["reflectivity"]
     elif name == "CNV":
         c = xf + float(rng.normal(0.0, 0.08))
@@ -716,6 +716,12 @@ def _patient_study(ds, seed: int, kind: str, patient: dict, pid: str, study_key:
     ds.LossyImageCompression = "00"
 
 
+def _pixel_sha256(pixels: np.ndarray, bits_allocated: int) -> str:
+    """SHA-256 of the stored pixel values (C order, little endian): equal after any lossless decode."""
+    dtype = "<u2" if bits_allocated == 16 else "u1"
+    return hashlib.sha256(np.ascontiguousarray(pixels, dtype=dtype).tobytes()).hexdigest()
+
+
 def _save_dicom(ds, pixels: np.ndarray, transfer_syntax: str, path: Path) -> str:
     """Set the pixel data (compressing when asked), write a DICOM file, return its sha256."""
     from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
@@ -766,6 +772,7 @@ def _cr_dicom(seed: int, patient: dict, pid: str, image_no: int, pixels12: np.nd
     digest = _save_dicom(ds, stored, transfer_syntax, path)
     return {
         "sha256": digest,
+        "pixel_sha256": _pixel_sha256(stored, 16),
         "study_uid": ds.StudyInstanceUID,
         "series_uid": ds.SeriesInstanceUID,
         "sop_uid": sop_uid,
@@ -839,7 +846,7 @@ def _opt_dicom(seed: int, patient: dict, pid: str, volume: np.ndarray, lateralit
         per_frame.append(frame)
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
     digest = _save_dicom(ds, volume, ExplicitVRLittleEndian, path)
-    return {"sha256": digest, "study_uid": ds.StudyInstanceUID, "series_uid": ds.SeriesInstanceUID, "sop_uid": sop_uid}
+    return {"sha256": digest, "pixel_sha256": _pixel_sha256(volume, 8), "study_uid": ds.StudyInstanceUID, "series_uid": ds.SeriesInstanceUID, "sop_uid": sop_uid}
 
 
 # ---------------------------------------------------------------------------- writer
@@ -930,7 +937,9 @@ def make_demo_data(
       (stored values inverted), transfer syntaxes cycling explicit VR little endian, JPEG 2000
       lossless, explicit VR little endian, RLE lossless; ``cxr_dicom_manifest.json``
       (classification; items add the DICOM UIDs, ``photometric``, ``transfer_syntax`` and
-      ``png``, the path of the 8-bit copy).
+      ``png``, the path of the 8-bit copy, and ``pixel_sha256``, the SHA-256 of the stored
+      pixel values as little-endian ``uint16`` in C order, which any lossless decode must
+      reproduce).
     - ``oct/<CLASS>/<CLASS>-OCT####-k.png`` B-scans in class folders (Kermany layout);
       ``oct_manifest.json`` (classification, CNV/DME/DRUSEN/NORMAL).
     - ``oct/dicom/OCT####.dcm`` multi-frame Ophthalmic Tomography volumes (5 B-scans) for
