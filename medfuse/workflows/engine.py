@@ -33,7 +33,11 @@ def use_amp(device: str | torch.device | None = None, enabled: bool = True) -> b
 
 
 def amp_kwargs(device: str | torch.device | None = None, dtype: str = "bfloat16") -> dict:
-    """Keyword arguments for ``torch.autocast``: ``{"dtype": torch.bfloat16}`` by default."""
+    """Keyword arguments for ``torch.autocast``: ``{"dtype": torch.bfloat16}`` by default.
+
+    ``device`` is accepted so configs read the same for both helpers; the dtype does not depend
+    on it (autocast only runs on CUDA, see :func:`use_amp`).
+    """
     return {"dtype": getattr(torch, dtype)}
 
 

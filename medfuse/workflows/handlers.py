@@ -280,9 +280,8 @@ class ProgressBar:
 
     Args:
         enabled: attach the bar.
-        output_transform: what to show next to the bar; defaults to the ``loss`` of the output
-            (set ``show_loss=False`` for evaluators).
-        show_loss: show the loss.
+        show_loss: show the ``loss`` of each iteration next to the bar (set False for evaluators,
+            whose outputs have no loss).
         persist: keep the finished bar on screen.
     """
 
