@@ -451,14 +451,14 @@ def _oct_float(rng: np.random.Generator, shape: tuple[int, int], cls: int, eye: 
         refl["sub_rpe"] = 0.42 * ey["reflectivity"]
     elif name == "CNV":
         c = xf + float(rng.normal(0.0, 0.08))
-        w, h = float(rng.uniform(0.08, 0.16)), float(rng.uniform(0.05, 0.1))
+        w, h = float(rng.uniform(0.08, 0.16)), float(rng.uniform(0.06, 0.11))
         wobble = 1.0 + 0.25 * _smooth_noise(rng, (1, cols), 0.0, cols * 0.03)[0]
         lesion = h * _bump(u, c, w, 2.5) * np.clip(wobble, 0.5, 1.6)
         thick["sub_rpe"] = lesion
         thick["rpe"] = thick["rpe"] * (1.0 + 0.8 * _bump(u, c, w, 2.5))
         if rng.random() < 0.7:  # subretinal fluid over the lesion
             thick["subretinal_fluid"] = float(rng.uniform(0.02, 0.05)) * _bump(u, c + float(rng.normal(0, 0.03)), w * 1.4)
-        thick["onl"] = np.maximum(thick["onl"] - 0.3 * lesion, 0.015)
+        thick["onl"] = np.maximum(thick["onl"] - 0.5 * lesion, 0.015)
         pit_depth = 0.5
         info["lesions"].append({"kind": "cnv", "col": c * cols, "height": h * rows, "width": w * cols})
     elif name == "DME":
@@ -490,8 +490,8 @@ def _oct_float(rng: np.random.Generator, shape: tuple[int, int], cls: int, eye: 
     img = values[index] * layer_lateral
     sub = (index == 0) & (dd < bm[None, :])
     if name == "CNV":  # heterogeneous, bright fibrovascular tissue under the lifted RPE
-        tex = 0.62 + 0.28 * _smooth_noise(rng, shape, 1.2)
-        img = np.where(sub, np.clip(tex, 0.25, 1.0), img)
+        tex = 0.75 + 0.3 * _smooth_noise(rng, shape, 1.2)
+        img = np.where(sub, np.clip(tex, 0.3, 1.0), img)
     # Choroid (vessels as dark lumens) and sclera below Bruch's membrane.
     below = dd - bm[None, :]
     vessels = np.clip(1.0 + 0.6 * _smooth_noise(rng, shape, 1.5, 3.0), 0.1, 1.5)
@@ -756,7 +756,7 @@ def _cr_dicom(seed: int, patient: dict, pid: str, image_no: int, pixels12: np.nd
     ds.StudyDescription = "XR CHEST 1 VIEW"
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = view
-    ds.PatientOrientation = ["R", "F"] if view == "AP" else ["L", "F"]
+    ds.PatientOrientation = ["L", "F"]  # displayed as facing the patient for PA and AP alike
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     rows, cols = pixels12.shape
     spacing = round(400.0 / max(rows, cols), 4)  # a 40 cm detector
@@ -767,7 +767,6 @@ def _cr_dicom(seed: int, patient: dict, pid: str, image_no: int, pixels12: np.nd
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
     ds.WindowCenter, ds.WindowWidth = 2048, 4096
-    ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
     stored = (4095 - pixels12.astype(np.int32)).astype(np.uint16) if photometric == "MONOCHROME1" else pixels12
     digest = _save_dicom(ds, stored, transfer_syntax, path)
     return {
