@@ -2,21 +2,17 @@
 # Licensed under the Apache License, Version 2.0
 """The bundles through the real command line: ``python -m monai.bundle run`` and ``torchrun``.
 
-``python -m monai.bundle`` parses its command line with the ``fire`` package. When ``fire``
-is not installed, ``tests/bundles/cli_shim/fire.py`` stands in for it (``--key value``
-pairs read as Python literals, then ``run(**pairs)``); everything after the parsing is the
-real MONAI code path.
+``python -m monai.bundle`` parses its command line with the ``fire`` package, an install
+requirement of medfuse, so these tests run exactly what a user types.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -34,10 +30,7 @@ def _args(**changes) -> list:
 
 
 def _env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    if importlib.util.find_spec("fire") is None:
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent / "cli_shim"), str(REPO)])
-    return env
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 
 def _run(cmd, cwd) -> subprocess.CompletedProcess:
