@@ -23,7 +23,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -197,8 +196,10 @@ def build_parser(prog: str = "python -m medfuse.demo") -> argparse.ArgumentParse
     p.add_argument("--size", type=_size, default=128, metavar="S", help="image side, or ROWSxCOLUMNS (default 128)")
     p.add_argument("--seed", type=parse_seed, default=0, help="random seed (default 0)")
     p.add_argument("--no-dicom", action="store_true", help="no DICOM copies in the demo data")
-    p.add_argument("--rebuild-data", action="store_true", help="rebuild the demo data even when an up-to-date copy exists")
-    p.add_argument("--steps", default=None, metavar="A,B", help=f"run only these steps, in the demo's order (from: {names})")
+    p.add_argument("--rebuild-data", action="store_true",
+                   help="rebuild the demo data even when an up-to-date copy exists")
+    p.add_argument("--steps", default=None, metavar="A,B",
+                   help=f"run only these steps, in the demo's order (from: {names})")
     return p
 
 
@@ -241,7 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     atomic_write_json(
         summary_path,
-        {"out": str(ctx.out), "seconds": {k: round(v, 3) for k, v in seconds.items()}, "results": _jsonable(ctx.results)},
+        {
+            "out": str(ctx.out),
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "results": _jsonable(ctx.results),
+        },
     )
     ctx.log(f"== medfuse demo done in {total:.1f} s; outputs under {ctx.out}")
     ctx.log(format_results(ctx.results, seconds))

@@ -30,7 +30,8 @@ def parse_size(text: str) -> int | tuple[int, int]:
         values = []
     if len(values) not in (1, 2) or min(values) < 32:
         raise argparse.ArgumentTypeError(
-            f"invalid size {text!r}: give one side in pixels (e.g. 128) or ROWSxCOLUMNS (e.g. 160x128), each at least 32"
+            f"invalid size {text!r}: give one side in pixels (e.g. 128) or ROWSxCOLUMNS (e.g. 160x128), "
+            "each at least 32"
         )
     return values[0] if len(values) == 1 else (values[0], values[1])
 
@@ -41,7 +42,9 @@ def parse_count(text: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: give a whole number >= 0 (0 leaves the modality out)")
+        raise argparse.ArgumentTypeError(
+            f"invalid count {text!r}: give a whole number >= 0 (0 leaves the modality out)"
+        )
     return value
 
 
@@ -72,9 +75,12 @@ def build_parser(prog: str = "medfuse demo-data") -> argparse.ArgumentParser:
         epilog="An existing demo-data folder is rebuilt; any other non-empty folder is refused.",
     )
     p.add_argument("out", help="output folder (created; the manifests are written at its top)")
-    p.add_argument("--n-cxr", type=parse_count, default=96, metavar="N", help="chest phantoms, half of them with opacities (default 96; 0: none)")
-    p.add_argument("--n-oct", type=parse_count, default=80, metavar="N", help="OCT B-scans over CNV/DME/DRUSEN/NORMAL (default 80; 0: none)")
-    p.add_argument("--size", type=parse_size, default=128, metavar="S", help="image side in pixels, or ROWSxCOLUMNS (default 128)")
+    p.add_argument("--n-cxr", type=parse_count, default=96, metavar="N",
+                   help="chest phantoms, half of them with opacities (default 96; 0: none)")
+    p.add_argument("--n-oct", type=parse_count, default=80, metavar="N",
+                   help="OCT B-scans over CNV/DME/DRUSEN/NORMAL (default 80; 0: none)")
+    p.add_argument("--size", type=parse_size, default=128, metavar="S",
+                   help="image side in pixels, or ROWSxCOLUMNS (default 128)")
     p.add_argument("--seed", type=parse_seed, default=0, help="random seed (default 0)")
     p.add_argument("--no-dicom", action="store_true", help="write PNG only, no DICOM copies")
     p.add_argument("--dicom-fraction", type=parse_fraction, default=0.5, metavar="F",

@@ -150,7 +150,9 @@ def gaussian_blur(image: np.ndarray, sigma: float, sigma_x: float | None = None)
     return out
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float, sigma_x: float | None = None) -> np.ndarray:
+def _smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, int], sigma: float, sigma_x: float | None = None
+) -> np.ndarray:
     """Gaussian-blurred white noise rescaled to zero mean and unit standard deviation."""
     n = gaussian_blur(rng.standard_normal(shape), sigma, sigma_x)
     return (n - n.mean()) / (n.std() + 1e-12)
@@ -294,7 +296,8 @@ def _cxr_float(
         v1 = a["apex_v"] + 0.03 + k * a["rib_spacing"] * 1.15 + a["rib_phase"]
         centre = v1 + 0.3 * (a["lung_w"] - t)
         anterior += _sig((0.55 * half - np.abs(y - centre)) / e) * _sig((t - 0.1) / e)
-    att += body * lateral * (1.0 - 0.6 * dense) * (0.085 * np.clip(ribs, 0.0, 1.0) + 0.035 * np.clip(anterior, 0.0, 1.0))
+    bones = 0.085 * np.clip(ribs, 0.0, 1.0) + 0.035 * np.clip(anterior, 0.0, 1.0)
+    att += body * lateral * (1.0 - 0.6 * dense) * bones
     # Clavicles: S-shaped bands from the manubrium out to the shoulders.
     cv = a["apex_v"] - (0.045 if ap else 0.02)
     tt = np.clip(t / 0.3, 0.0, 1.0)
@@ -334,7 +337,8 @@ def _cxr_float(
     brightness = float(rng.uniform(-0.06, 0.06))
     gamma = float(np.exp(rng.uniform(math.log(0.8), math.log(1.25))))
     img = np.clip((img - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0) ** gamma
-    info.update(rotation_deg=math.degrees(theta), scale=scale, shift=(tx, ty), contrast=contrast, brightness=brightness, gamma=gamma)
+    info.update(rotation_deg=math.degrees(theta), scale=scale, shift=(tx, ty))
+    info.update(contrast=contrast, brightness=brightness, gamma=gamma)
     return img, mask, info
 
 
@@ -457,7 +461,8 @@ def _oct_float(rng: np.random.Generator, shape: tuple[int, int], cls: int, eye: 
         thick["sub_rpe"] = lesion
         thick["rpe"] = thick["rpe"] * (1.0 + 0.8 * _bump(u, c, w, 2.5))
         if rng.random() < 0.7:  # subretinal fluid over the lesion
-            thick["subretinal_fluid"] = float(rng.uniform(0.02, 0.05)) * _bump(u, c + float(rng.normal(0, 0.03)), w * 1.4)
+            fluid_centre = c + float(rng.normal(0, 0.03))
+            thick["subretinal_fluid"] = float(rng.uniform(0.02, 0.05)) * _bump(u, fluid_centre, w * 1.4)
         thick["onl"] = np.maximum(thick["onl"] - 0.5 * lesion, 0.015)
         pit_depth = 0.5
         info["lesions"].append({"kind": "cnv", "col": c * cols, "height": h * rows, "width": w * cols})
@@ -504,7 +509,9 @@ def _oct_float(rng: np.random.Generator, shape: tuple[int, int], cls: int, eye: 
         cv = float(np.interp(c, u, centre_v))
         cyst = ((u[None, :] - c) / ru) ** 2 + ((dd - cv) / rv) ** 2 < 1.0
         img = np.where(cyst, 0.03, img)
-        info["lesions"].append({"kind": "cyst", "col": c * cols, "row": cv * rows, "width": 2 * ru * cols, "height": 2 * rv * rows})
+        info["lesions"].append(
+            {"kind": "cyst", "col": c * cols, "row": cv * rows, "width": 2 * ru * cols, "height": 2 * rv * rows}
+        )
     if name == "DME":  # hyperreflective foci in the inner retina
         for _ in range(int(rng.integers(2, 7))):
             c = xf + float(rng.uniform(-0.25, 0.25))
@@ -692,7 +699,9 @@ def _base_dataset(sop_class: str, sop_uid: str, transfer_syntax: str):
     return ds
 
 
-def _patient_study(ds, seed: int, kind: str, patient: dict, pid: str, study_key: Any, days: int, age: int | None, sex: str | None):
+def _patient_study(
+    ds, seed: int, kind: str, patient: dict, pid: str, study_key: Any, days: int, age: int | None, sex: str | None
+):
     ds.PatientName = f"DEMO^{pid}"
     ds.PatientID = pid
     ds.PatientBirthDate = ""
@@ -845,7 +854,13 @@ def _opt_dicom(seed: int, patient: dict, pid: str, volume: np.ndarray, lateralit
         per_frame.append(frame)
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
     digest = _save_dicom(ds, volume, ExplicitVRLittleEndian, path)
-    return {"sha256": digest, "pixel_sha256": _pixel_sha256(volume, 8), "study_uid": ds.StudyInstanceUID, "series_uid": ds.SeriesInstanceUID, "sop_uid": sop_uid}
+    return {
+        "sha256": digest,
+        "pixel_sha256": _pixel_sha256(volume, 8),
+        "study_uid": ds.StudyInstanceUID,
+        "series_uid": ds.SeriesInstanceUID,
+        "sop_uid": sop_uid,
+    }
 
 
 # ---------------------------------------------------------------------------- writer
