@@ -17,17 +17,23 @@ padding set to 0.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Transform
 from monai.utils import optional_import
 
 from medfuse.errors import DataError, DicomDecodeError
-from medfuse.transforms._common import file_warning, is_gray_rgb, luminance, one_line, renamed_warnings, to_metatensor
+from medfuse.transforms._common import (
+    ImageLoader,
+    ImageLoaderd,
+    file_warning,
+    is_gray_rgb,
+    luminance,
+    one_line,
+    renamed_warnings,
+)
 
 pydicom, has_pydicom = optional_import("pydicom")
 
@@ -50,8 +56,6 @@ _JPEG_2000 = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008
 _HTJ2K = ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
 _RLE = "1.2.840.10008.1.2.5"
 _NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
-
-_FRAME_WORDS = ("all", "middle")
 
 
 def _require_pydicom() -> None:
@@ -521,7 +525,7 @@ def _apply_file_voi(path, ds, values, voi_index, meta):
     return None
 
 
-class LoadDicomXray(Transform):
+class LoadDicomXray(ImageLoader):
     """Load a DICOM radiograph as a float32 ``MetaTensor`` ``(C, H, W)`` in [0, 1] (see :func:`read_dicom_image`).
 
     Unlike ``monai.transforms.LoadImage(reader="PydicomReader")`` the result is not
@@ -557,24 +561,22 @@ class LoadDicomXray(Transform):
         scale: bool = True,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if isinstance(frame, str) and frame not in _FRAME_WORDS:
-            raise ValueError(f"frame must be None, an int, 'all' or 'middle', got {frame!r}")
-        self.kwargs = dict(
-            frame=frame, apply_voi=apply_voi, voi_index=voi_index, window=window, mask_padding=mask_padding, scale=scale
+        super().__init__(
+            return_padding_mask,
+            dtype,
+            frame=frame,
+            apply_voi=apply_voi,
+            voi_index=voi_index,
+            window=window,
+            mask_padding=mask_padding,
+            scale=scale,
         )
-        self.return_padding_mask = return_padding_mask
-        self.dtype = dtype
 
-    def __call__(self, filename: str | os.PathLike):
-        array, meta = read_dicom_image(filename, return_padding_mask=self.return_padding_mask, **self.kwargs)
-        img = to_metatensor(array, meta, self.dtype)
-        if self.return_padding_mask:
-            mask = to_metatensor(meta["padding_mask"], meta, torch.bool)
-            return img, mask
-        return img
+    def _read(self, filename: str | os.PathLike, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        return read_dicom_image(filename, **kwargs)
 
 
-class LoadDicomXrayd(MapTransform):
+class LoadDicomXrayd(ImageLoaderd):
     """Dictionary version of :class:`LoadDicomXray`: replaces file paths under ``keys`` by images.
 
     Args:
@@ -587,6 +589,8 @@ class LoadDicomXrayd(MapTransform):
     Raises:
         DataError, DicomDecodeError: see :func:`read_dicom_image`.
     """
+
+    loader_class = LoadDicomXray
 
     def __init__(
         self,
@@ -601,34 +605,18 @@ class LoadDicomXrayd(MapTransform):
         dtype: torch.dtype = torch.float32,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.padding_mask_key = padding_mask_key
-        self.loader = LoadDicomXray(
+        super().__init__(
+            keys,
+            padding_mask_key,
+            allow_missing_keys,
             frame=frame,
             apply_voi=apply_voi,
             voi_index=voi_index,
             window=window,
             mask_padding=mask_padding,
-            return_padding_mask=padding_mask_key is not None,
             scale=scale,
             dtype=dtype,
         )
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        keys = list(self.key_iterator(d))
-        for key in keys:
-            out = self.loader(d[key])
-            if self.padding_mask_key is None:
-                d[key] = out
-            else:
-                d[key], mask = out
-                d[_mask_key(key, self.padding_mask_key, len(self.keys))] = mask
-        return d
-
-
-def _mask_key(key: Hashable, mask_key: str, n_keys: int) -> str:
-    return mask_key if n_keys == 1 else f"{key}_{mask_key}"
 
 
 LoadDicomXrayD = LoadDicomXrayDict = LoadDicomXrayd

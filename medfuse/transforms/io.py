@@ -20,18 +20,24 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Transform
 from monai.utils import optional_import
 
 from medfuse.errors import DataError
-from medfuse.transforms._common import file_warning, is_gray_rgb, luminance, one_line, renamed_warnings, to_metatensor
-from medfuse.transforms.dicom import _FRAME_WORDS, _frame_index, _mask_key, read_dicom_image
+from medfuse.transforms._common import (
+    ImageLoader,
+    ImageLoaderd,
+    file_warning,
+    is_gray_rgb,
+    luminance,
+    one_line,
+    renamed_warnings,
+)
+from medfuse.transforms.dicom import _frame_index, read_dicom_image
 
 Image, has_pil = optional_import("PIL.Image")
 nib, has_nib = optional_import("nibabel")
@@ -392,7 +398,7 @@ def read_image(
     return arr, meta
 
 
-class LoadXray(Transform):
+class LoadXray(ImageLoader):
     """Load a chest X-ray from DICOM, PNG/JPEG or NIfTI as a float32 ``MetaTensor`` ``(C, H, W)`` in [0, 1].
 
     The format is recognised from the content (see :func:`detect_image_format`); DICOM gets
@@ -439,9 +445,9 @@ class LoadXray(Transform):
     ) -> None:
         if reader not in _READERS:
             raise ValueError(f"reader must be one of {_READERS}, got {reader!r}")
-        if isinstance(frame, str) and frame not in _FRAME_WORDS:
-            raise ValueError(f"frame must be None, an int, 'all' or 'middle', got {frame!r}")
-        self.kwargs = dict(
+        super().__init__(
+            return_padding_mask,
+            dtype,
             reader=reader,
             frame=frame,
             apply_voi=apply_voi,
@@ -452,18 +458,12 @@ class LoadXray(Transform):
             slice_index=slice_index,
             as_canonical=as_canonical,
         )
-        self.return_padding_mask = return_padding_mask
-        self.dtype = dtype
 
-    def __call__(self, filename: str | os.PathLike):
-        array, meta = read_image(filename, return_padding_mask=self.return_padding_mask, **self.kwargs)
-        img = to_metatensor(array, meta, self.dtype)
-        if self.return_padding_mask:
-            return img, to_metatensor(meta["padding_mask"], meta, torch.bool)
-        return img
+    def _read(self, filename: str | os.PathLike, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        return read_image(filename, **kwargs)
 
 
-class LoadXrayd(MapTransform):
+class LoadXrayd(ImageLoaderd):
     """Dictionary version of :class:`LoadXray`: replaces the paths under ``keys`` by images.
 
     Args:
@@ -495,31 +495,21 @@ class LoadXrayd(MapTransform):
         dtype: torch.dtype = torch.float32,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.padding_mask_key = padding_mask_key
-        self.loader = self.loader_class(
+        super().__init__(
+            keys,
+            padding_mask_key,
+            allow_missing_keys,
             reader=reader,
             frame=frame,
             apply_voi=apply_voi,
             voi_index=voi_index,
             window=window,
             mask_padding=mask_padding,
-            return_padding_mask=padding_mask_key is not None,
             scale=scale,
             slice_index=slice_index,
             as_canonical=as_canonical,
             dtype=dtype,
         )
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            out = self.loader(d[key])
-            if self.padding_mask_key is None:
-                d[key] = out
-            else:
-                d[key], d[_mask_key(key, self.padding_mask_key, len(self.keys))] = out
-        return d
 
 
 class LoadOCT(LoadXray):
