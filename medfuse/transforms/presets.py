@@ -44,7 +44,7 @@ from medfuse.transforms.spatial import ResizeWithPadd
 __all__ = ["cxr_train_transforms", "cxr_eval_transforms", "oct_train_transforms", "oct_eval_transforms"]
 
 
-def _check(keys, image_size: int, in_channels: int, mask_key) -> tuple[str, ...]:
+def _check(keys, image_size: int, in_channels: int, mask_key, frame=None) -> tuple[str, ...]:
     keys = tuple(ensure_tuple(keys))
     if not keys:
         raise ValueError("keys must name at least one image key, e.g. ('image',)")
@@ -54,7 +54,30 @@ def _check(keys, image_size: int, in_channels: int, mask_key) -> tuple[str, ...]
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
     if mask_key is not None and mask_key in keys:
         raise ValueError(f"mask_key {mask_key!r} must differ from the image keys {keys}")
+    if frame == "all":
+        raise ValueError("the OCT presets classify one B-scan: choose frame=None, an int or 'middle', not 'all'")
     return keys
+
+
+def _build(
+    loader, loader_kwargs, keys, image_size, in_channels, mask_key, percentiles, mask_threshold, enhanced_postfix,
+    mean, std, augment=None,
+) -> Compose:
+    """The steps every preset shares: check, load and fit, ``augment`` (training only), finish.
+
+    ``augment(keys, all_keys, modes)`` returns the training augmentations; ``all_keys`` adds
+    the mask key to the image keys and ``modes`` gives their interpolation (nearest for the
+    mask). Its output is clipped back to [0, 1].
+    """
+    keys = _check(keys, image_size, in_channels, mask_key, loader_kwargs.get("frame"))
+    xforms = _load_and_fit(loader, keys, mask_key, image_size, percentiles, mask_threshold, loader_kwargs)
+    if augment is not None:
+        all_keys = list(keys) + ([mask_key] if mask_key is not None else [])
+        modes = ["bilinear"] * len(keys) + (["nearest"] if mask_key is not None else [])
+        xforms += augment(keys, all_keys, modes)
+        xforms.append(ScaleIntensityRanged(keys, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
+    xforms += _finish(keys, mask_key, in_channels, enhanced_postfix, mean, std)
+    return Compose(xforms)
 
 
 def _load_and_fit(loader, keys, mask_key, image_size, percentiles, mask_threshold, loader_kwargs) -> list:
@@ -143,30 +166,31 @@ def cxr_train_transforms(
     Raises:
         ValueError: invalid arguments.
     """
-    keys = _check(keys, image_size, in_channels, mask_key)
-    all_keys = list(keys) + ([mask_key] if mask_key is not None else [])
-    image_modes = ["bilinear"] * len(keys) + (["nearest"] if mask_key is not None else [])
-    xforms = _load_and_fit(LoadXrayd, keys, mask_key, image_size, percentiles, mask_threshold, {"apply_voi": apply_voi})
-    xforms.append(
-        RandAffined(
-            all_keys,
-            prob=affine_prob,
-            rotate_range=np.deg2rad(rotate_degrees),
-            scale_range=(scale_range, scale_range),
-            translate_range=(translate_fraction * image_size, translate_fraction * image_size),
-            mode=image_modes,
-            padding_mode="zeros",
-            spatial_size=(image_size, image_size),
-            cache_grid=True,
-        )
+
+    def augment(keys, all_keys, modes) -> list:
+        xforms = [
+            RandAffined(
+                all_keys,
+                prob=affine_prob,
+                rotate_range=np.deg2rad(rotate_degrees),
+                scale_range=(scale_range, scale_range),
+                translate_range=(translate_fraction * image_size, translate_fraction * image_size),
+                mode=modes,
+                padding_mode="zeros",
+                spatial_size=(image_size, image_size),
+                cache_grid=True,
+            )
+        ]
+        if flip:
+            xforms.append(RandFlipd(all_keys, prob=0.5, spatial_axis=1))
+        xforms += _intensity_augment(keys, intensity_prob)
+        xforms.append(RandGaussianNoised(keys, prob=noise_prob, std=noise_std))
+        return xforms
+
+    return _build(
+        LoadXrayd, {"apply_voi": apply_voi}, keys, image_size, in_channels, mask_key, percentiles, mask_threshold,
+        enhanced_postfix, mean, std, augment,
     )
-    if flip:
-        xforms.append(RandFlipd(all_keys, prob=0.5, spatial_axis=1))
-    xforms += _intensity_augment(keys, intensity_prob)
-    xforms.append(RandGaussianNoised(keys, prob=noise_prob, std=noise_std))
-    xforms.append(ScaleIntensityRanged(keys, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
-    xforms += _finish(keys, mask_key, in_channels, enhanced_postfix, mean, std)
-    return Compose(xforms)
 
 
 def _intensity_augment(keys, prob: float) -> list:
@@ -194,15 +218,10 @@ def cxr_eval_transforms(
     Raises:
         ValueError: invalid arguments.
     """
-    keys = _check(keys, image_size, in_channels, mask_key)
-    xforms = _load_and_fit(LoadXrayd, keys, mask_key, image_size, percentiles, mask_threshold, {"apply_voi": apply_voi})
-    xforms += _finish(keys, mask_key, in_channels, enhanced_postfix, mean, std)
-    return Compose(xforms)
-
-
-def _check_frame(frame) -> None:
-    if frame == "all":
-        raise ValueError("the OCT presets classify one B-scan: choose frame=None, an int or 'middle', not 'all'")
+    return _build(
+        LoadXrayd, {"apply_voi": apply_voi}, keys, image_size, in_channels, mask_key, percentiles, mask_threshold,
+        enhanced_postfix, mean, std,
+    )
 
 
 def oct_train_transforms(
@@ -241,21 +260,19 @@ def oct_train_transforms(
     Raises:
         ValueError: invalid arguments (including ``frame="all"``).
     """
-    keys = _check(keys, image_size, in_channels, mask_key)
-    _check_frame(frame)
-    all_keys = list(keys) + ([mask_key] if mask_key is not None else [])
-    modes = ["bilinear"] * len(keys) + (["nearest"] if mask_key is not None else [])
-    xforms = _load_and_fit(LoadOCTd, keys, mask_key, image_size, percentiles, mask_threshold, {"frame": frame})
-    if flip:
-        xforms.append(RandFlipd(all_keys, prob=0.5, spatial_axis=1))
-    xforms.append(
-        RandRotated(all_keys, range_x=np.deg2rad(rotate_degrees), prob=rotate_prob, mode=modes, padding_mode="zeros")
+
+    def augment(keys, all_keys, modes) -> list:
+        xforms = [RandFlipd(all_keys, prob=0.5, spatial_axis=1)] if flip else []
+        xforms.append(
+            RandRotated(all_keys, range_x=np.deg2rad(rotate_degrees), prob=rotate_prob, mode=modes, padding_mode="zeros")
+        )
+        xforms.append(RandSpeckleNoised(keys, prob=speckle_prob, std=speckle_std))
+        return xforms + _intensity_augment(keys, intensity_prob)
+
+    return _build(
+        LoadOCTd, {"frame": frame}, keys, image_size, in_channels, mask_key, percentiles, mask_threshold,
+        enhanced_postfix, mean, std, augment,
     )
-    xforms.append(RandSpeckleNoised(keys, prob=speckle_prob, std=speckle_std))
-    xforms += _intensity_augment(keys, intensity_prob)
-    xforms.append(ScaleIntensityRanged(keys, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
-    xforms += _finish(keys, mask_key, in_channels, enhanced_postfix, mean, std)
-    return Compose(xforms)
 
 
 def oct_eval_transforms(
@@ -275,8 +292,7 @@ def oct_eval_transforms(
     Raises:
         ValueError: invalid arguments (including ``frame="all"``).
     """
-    keys = _check(keys, image_size, in_channels, mask_key)
-    _check_frame(frame)
-    xforms = _load_and_fit(LoadOCTd, keys, mask_key, image_size, percentiles, mask_threshold, {"frame": frame})
-    xforms += _finish(keys, mask_key, in_channels, enhanced_postfix, mean, std)
-    return Compose(xforms)
+    return _build(
+        LoadOCTd, {"frame": frame}, keys, image_size, in_channels, mask_key, percentiles, mask_threshold,
+        enhanced_postfix, mean, std,
+    )
