@@ -13,12 +13,10 @@ without split folders are split by ``--split``; always by patient and identical 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from medfuse.cli import run_command
+from medfuse.commands._common import common_options, write_outputs
 from medfuse.data.layouts import add_common_arguments, folder_to_manifest
-from medfuse.data.manifest import write_manifest
-from medfuse.utils.io import atomic_write_json
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -48,18 +46,9 @@ def build_parser(prog: str = "medfuse folder2manifest") -> argparse.ArgumentPars
 
 
 def _run(args) -> int:
-    manifest, report = folder_to_manifest(
-        args.root, args.out, classes=args.classes, split=args.split, val_fraction=args.val_fraction,
-        seed=args.seed, patient_regex=args.patient_regex, check=args.check, leakage=args.leakage,
-        progress=False if args.no_progress else None, arguments=vars(args),
-    )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # relative paths are checked from there
-    path = write_manifest(manifest, args.out)
-    if args.report:
-        atomic_write_json(args.report, report.to_dict())
-    print(report.format())
-    print(f"wrote {path}")
-    return 0
+    options = common_options(args)
+    manifest, report = folder_to_manifest(args.root, args.out, check=args.check, leakage=args.leakage, **options)
+    return write_outputs(manifest, report, args.out, args.report)
 
 
 def main(argv=None) -> int:

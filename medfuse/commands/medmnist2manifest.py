@@ -14,9 +14,8 @@ import argparse
 from pathlib import Path
 
 from medfuse.cli import run_command
+from medfuse.commands._common import common_options, write_outputs
 from medfuse.data.layouts import add_common_arguments, download_medmnist, medmnist_to_manifest
-from medfuse.data.manifest import write_manifest
-from medfuse.utils.io import atomic_write_json
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -58,16 +57,10 @@ def _run(args) -> int:
         npz = Path(args.file)
     out = Path(args.out)
     manifest, report = medmnist_to_manifest(
-        npz, out, manifest_name=args.manifest_name, classes=args.classes, dataset=args.dataset, task=args.task,
-        val_fraction=args.val_fraction, seed=args.seed, cross_split_duplicates=args.cross_split_duplicates,
-        progress=False if args.no_progress else None, arguments=vars(args),
+        npz, out, manifest_name=args.manifest_name, dataset=args.dataset, task=args.task,
+        cross_split_duplicates=args.cross_split_duplicates, **common_options(args),
     )
-    path = write_manifest(manifest, out / args.manifest_name)
-    if args.report:
-        atomic_write_json(args.report, report.to_dict())
-    print(report.format())
-    print(f"wrote {path}")
-    return 0
+    return write_outputs(manifest, report, out / args.manifest_name, args.report)
 
 
 def main(argv=None) -> int:

@@ -12,12 +12,10 @@ The label is read from the image stem with ``--label-pattern`` (default ``_0`` n
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from medfuse.cli import run_command
+from medfuse.commands._common import common_options, write_outputs
 from medfuse.data.layouts import DEFAULT_LABEL_PATTERN, DEFAULT_MASK_SUFFIXES, add_common_arguments, pairs_to_manifest
-from medfuse.data.manifest import write_manifest
-from medfuse.utils.io import atomic_write_json
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -60,17 +58,10 @@ def _run(args) -> int:
     manifest, report = pairs_to_manifest(
         args.images, args.masks, args.out,
         mask_suffixes=tuple(args.mask_suffix) if args.mask_suffix else DEFAULT_MASK_SUFFIXES,
-        label_pattern=args.label_pattern, classes=args.classes, task=args.task, missing_mask=args.missing_mask,
-        split=args.split, val_fraction=args.val_fraction, seed=args.seed, patient_regex=args.patient_regex,
-        check=args.check, progress=False if args.no_progress else None, arguments=vars(args),
+        label_pattern=args.label_pattern, task=args.task, missing_mask=args.missing_mask, check=args.check,
+        **common_options(args),
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # relative paths are checked from there
-    path = write_manifest(manifest, args.out)
-    if args.report:
-        atomic_write_json(args.report, report.to_dict())
-    print(report.format())
-    print(f"wrote {path}")
-    return 0
+    return write_outputs(manifest, report, args.out, args.report)
 
 
 def main(argv=None) -> int:
