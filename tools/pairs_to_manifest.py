@@ -2,14 +2,11 @@
 # Licensed under the Apache License, Version 2.0
 """Thin script for ``medfuse pairs2manifest``: same options, same exit status (see ``--help``)."""
 
-import os
 import sys
 
-try:
-    from medfuse.commands.pairs2manifest import main
-except ImportError:  # running from a checkout without installing medfuse
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from medfuse.commands.pairs2manifest import main
+from _bootstrap import command_main
+
+main = command_main("pairs2manifest")
 
 __all__ = ["main"]
 
