@@ -562,14 +562,8 @@ class LoadDicomXray(ImageLoader):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__(
-            return_padding_mask,
-            dtype,
-            frame=frame,
-            apply_voi=apply_voi,
-            voi_index=voi_index,
-            window=window,
-            mask_padding=mask_padding,
-            scale=scale,
+            return_padding_mask, dtype, frame=frame, apply_voi=apply_voi, voi_index=voi_index, window=window,
+            mask_padding=mask_padding, scale=scale,
         )
 
     def _read(self, filename: str | os.PathLike, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -606,16 +600,8 @@ class LoadDicomXrayd(ImageLoaderd):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(
-            keys,
-            padding_mask_key,
-            allow_missing_keys,
-            frame=frame,
-            apply_voi=apply_voi,
-            voi_index=voi_index,
-            window=window,
-            mask_padding=mask_padding,
-            scale=scale,
-            dtype=dtype,
+            keys, padding_mask_key, allow_missing_keys, frame=frame, apply_voi=apply_voi, voi_index=voi_index,
+            window=window, mask_padding=mask_padding, scale=scale, dtype=dtype,
         )
 
 

@@ -446,17 +446,8 @@ class LoadXray(ImageLoader):
         if reader not in _READERS:
             raise ValueError(f"reader must be one of {_READERS}, got {reader!r}")
         super().__init__(
-            return_padding_mask,
-            dtype,
-            reader=reader,
-            frame=frame,
-            apply_voi=apply_voi,
-            voi_index=voi_index,
-            window=window,
-            mask_padding=mask_padding,
-            scale=scale,
-            slice_index=slice_index,
-            as_canonical=as_canonical,
+            return_padding_mask, dtype, reader=reader, frame=frame, apply_voi=apply_voi, voi_index=voi_index,
+            window=window, mask_padding=mask_padding, scale=scale, slice_index=slice_index, as_canonical=as_canonical,
         )
 
     def _read(self, filename: str | os.PathLike, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -496,19 +487,9 @@ class LoadXrayd(ImageLoaderd):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(
-            keys,
-            padding_mask_key,
-            allow_missing_keys,
-            reader=reader,
-            frame=frame,
-            apply_voi=apply_voi,
-            voi_index=voi_index,
-            window=window,
-            mask_padding=mask_padding,
-            scale=scale,
-            slice_index=slice_index,
-            as_canonical=as_canonical,
-            dtype=dtype,
+            keys, padding_mask_key, allow_missing_keys, reader=reader, frame=frame, apply_voi=apply_voi,
+            voi_index=voi_index, window=window, mask_padding=mask_padding, scale=scale, slice_index=slice_index,
+            as_canonical=as_canonical, dtype=dtype,
         )
 
 
