@@ -7,10 +7,13 @@ the shared :class:`DemoContext` and returns a dict of results (paths, counts, me
 the results are kept in ``context.results[step_name]`` for the steps after it, printed in
 the closing summary and written to ``<out>/demo_summary.json``.
 
-Steps now: ``data`` (build the synthetic demo data in ``<out>/data``, or reuse it when a
-stamp shows it was built with the same parameters) and ``validate`` (validate every
+Steps: ``data`` (build the synthetic demo data in ``<out>/data``, or reuse it when a
+stamp shows it was built with the same parameters), ``validate`` (validate every
 manifest, check that MONAI's ``load_decathlon_datalist`` reads it, print the data
-summaries). To add a step (train, evaluate, export ...), write ``def step_x(ctx) -> dict``
+summaries), ``train`` (the chest X-ray dual cross-attention bundle, small configuration
+:data:`DEMO_MODEL`, on a CPU), ``evaluate`` (test split, 20 Monte-Carlo dropout passes:
+``metrics.json`` and ``predictions.csv``) and ``infer`` (the demo DICOM folder to
+``predictions.csv`` with entropy and mutual information). To add a step (train, evaluate, export ...), write ``def step_x(ctx) -> dict``
 and append ``DemoStep("x", step_x, "what it does")`` to :data:`STEPS`; ``--steps`` selects
 a subset by name.
 
@@ -38,6 +41,9 @@ __all__ = [
     "main",
     "run_steps",
     "step_data",
+    "step_evaluate",
+    "step_infer",
+    "step_train",
     "step_validate",
 ]
 
@@ -125,10 +131,89 @@ def step_validate(ctx: DemoContext) -> dict:
     return {"valid_manifests": len(manifests), "items": items}
 
 
+#: The small dual cross-attention configuration the demo trains on a CPU (about a minute).
+DEMO_MODEL: dict[str, Any] = {
+    "image_size": 128,
+    "backbones": ["efficientnet-b0", "resnet18"],
+    "hidden_size": 32,
+    "num_heads": 4,
+    "batch_size": 8,
+    "epochs": 8,
+    "learning_rate": 3e-4,
+    "num_workers": 0,
+    "progress": False,
+}
+DEMO_BUNDLE = "cxr_dual_cross_attention"
+
+
+def _demo_runs(ctx: DemoContext) -> Path:
+    return ctx.out / "runs" / DEMO_BUNDLE
+
+
+def _manifest(ctx: DemoContext, key: str) -> Path:
+    manifests = ctx.results.get("data", {}).get("manifests") or {}
+    if key in manifests:
+        return Path(manifests[key])
+    from medfuse.data.demo import read_demo_stamp
+    from medfuse.errors import DataError
+
+    stamp = read_demo_stamp(ctx.data_dir) or {}
+    name = stamp.get("manifests", {}).get(key)
+    if not name:
+        raise DataError(f"no '{key}' manifest in {ctx.data_dir}; run the 'data' step first (leave --steps out)")
+    return ctx.data_dir / name
+
+
+def step_train(ctx: DemoContext) -> dict:
+    """Train the small chest X-ray dual cross-attention classifier on the demo data."""
+    from medfuse.workflows.bundle import run_bundle
+
+    overrides = dict(DEMO_MODEL, epochs=ctx.args.epochs)
+    ctx.log(f"  bundle {DEMO_BUNDLE}: {overrides}")
+    res = run_bundle(DEMO_BUNDLE, "train", manifest=str(_manifest(ctx, "cxr")), output_dir=str(_demo_runs(ctx)),
+                     run_name="demo", **overrides)
+    return {k: res[k] for k in ("run_dir", "checkpoint", "best_val_auc", "best_epoch", "epochs_run", "log")}
+
+
+def step_evaluate(ctx: DemoContext) -> dict:
+    """Evaluate the trained run on the held-out test split with Monte-Carlo dropout."""
+    from medfuse.workflows.bundle import run_bundle
+
+    res = run_bundle(DEMO_BUNDLE, "evaluate", manifest=str(_manifest(ctx, "cxr")), output_dir=str(_demo_runs(ctx)),
+                     run_name="demo", num_workers=0, progress=False, mc_samples=20)
+    m = res["metrics"]
+    keep = {k: m[k] for k in ("n", "auc", "aupr", "accuracy") if k in m}
+    return {**keep, "metrics_json": res["eval_dir"] / "metrics.json", "predictions": res["predictions"]}
+
+
+def step_infer(ctx: DemoContext) -> dict:
+    """Inference on the demo's DICOM folder (or the test split) with MC-dropout uncertainty."""
+    import csv
+
+    from medfuse.workflows.bundle import run_bundle
+
+    dicom_dir = ctx.data_dir / "cxr" / "dicom"
+    source = {"input_dir": str(dicom_dir)} if dicom_dir.is_dir() else {"manifest": str(_manifest(ctx, "cxr"))}
+    res = run_bundle(DEMO_BUNDLE, "inference", output_dir=str(_demo_runs(ctx)), run_name="demo", num_workers=0,
+                     mc_samples=20, **source)
+    with open(res["predictions"], newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    most_uncertain = max(rows, key=lambda r: float(r.get("entropy") or 0.0)) if rows else {}
+    return {
+        "input": next(iter(source.values())),
+        "images": len(rows),
+        "predictions": res["predictions"],
+        "most_uncertain": {k: most_uncertain.get(k) for k in ("image", "pred", "entropy", "mutual_info")},
+    }
+
+
 #: The demo, in order. Later steps read earlier results from ``ctx.results``.
 STEPS: list[DemoStep] = [
     DemoStep("data", step_data, "build the synthetic chest X-ray / OCT demo data (or reuse it)"),
     DemoStep("validate", step_validate, "validate the manifests, read them with MONAI, print data summaries"),
+    DemoStep("train", step_train, "train a small dual cross-attention classifier on the demo chest X-rays (CPU)"),
+    DemoStep("evaluate", step_evaluate, "evaluate it on the test split with Monte-Carlo dropout"),
+    DemoStep("infer", step_infer, "predict the demo DICOM folder with uncertainty (predictions.csv)"),
 ]
 
 
@@ -198,6 +283,8 @@ def build_parser(prog: str = "python -m medfuse.demo") -> argparse.ArgumentParse
     p.add_argument("--no-dicom", action="store_true", help="no DICOM copies in the demo data")
     p.add_argument("--rebuild-data", action="store_true",
                    help="rebuild the demo data even when an up-to-date copy exists")
+    p.add_argument("--epochs", type=parse_count, default=DEMO_MODEL["epochs"], metavar="N",
+                   help=f"training epochs of the demo model (default {DEMO_MODEL['epochs']})")
     p.add_argument("--steps", default=None, metavar="A,B",
                    help=f"run only these steps, in the demo's order (from: {names})")
     return p
