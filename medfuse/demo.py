@@ -143,6 +143,10 @@ DEMO_MODEL: dict[str, Any] = {
     "num_workers": 0,
     "progress": False,
 }
+#: ``--tiny``: a seconds-long smoke configuration (tests, quick checks of an install).
+TINY_MODEL: dict[str, Any] = dict(
+    DEMO_MODEL, image_size=64, backbones=["efficientnet-b0", "resnet10"], hidden_size=16, num_heads=2, epochs=1
+)
 DEMO_BUNDLE = "cxr_dual_cross_attention"
 
 
@@ -168,7 +172,8 @@ def step_train(ctx: DemoContext) -> dict:
     """Train the small chest X-ray dual cross-attention classifier on the demo data."""
     from medfuse.workflows.bundle import run_bundle
 
-    overrides = dict(DEMO_MODEL, epochs=ctx.args.epochs)
+    model = TINY_MODEL if ctx.args.tiny else DEMO_MODEL
+    overrides = dict(model, epochs=ctx.args.epochs or model["epochs"])
     ctx.log(f"  bundle {DEMO_BUNDLE}: {overrides}")
     res = run_bundle(DEMO_BUNDLE, "train", manifest=str(_manifest(ctx, "cxr")), output_dir=str(_demo_runs(ctx)),
                      run_name="demo", **overrides)
@@ -283,8 +288,10 @@ def build_parser(prog: str = "python -m medfuse.demo") -> argparse.ArgumentParse
     p.add_argument("--no-dicom", action="store_true", help="no DICOM copies in the demo data")
     p.add_argument("--rebuild-data", action="store_true",
                    help="rebuild the demo data even when an up-to-date copy exists")
-    p.add_argument("--epochs", type=parse_count, default=DEMO_MODEL["epochs"], metavar="N",
-                   help=f"training epochs of the demo model (default {DEMO_MODEL['epochs']})")
+    p.add_argument("--epochs", type=parse_count, default=0, metavar="N",
+                   help=f"training epochs of the demo model (default {DEMO_MODEL['epochs']}, or 1 with --tiny)")
+    p.add_argument("--tiny", action="store_true",
+                   help="train a tiny network for one epoch (a smoke test of the install, seconds)")
     p.add_argument("--steps", default=None, metavar="A,B",
                    help=f"run only these steps, in the demo's order (from: {names})")
     return p

@@ -14,11 +14,12 @@ from medfuse.data.demo import STAMP_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--n-cxr", "8", "--n-oct", "8", "--size", "48"]
+DATA_STEPS = ["--steps", "data,validate"]
 
 
 def test_demo_builds_validates_then_reuses(tmp_path, capsys):
     out = tmp_path / "run"
-    assert demo.main(["--out", str(out)] + SMALL) == 0
+    assert demo.main(["--out", str(out)] + SMALL + DATA_STEPS) == 0
     text = capsys.readouterr().out
     assert "[1/2] data" in text and "[2/2] validate" in text
     assert "generating 8 chest phantoms and 8 OCT B-scans" in text
@@ -33,7 +34,7 @@ def test_demo_builds_validates_then_reuses(tmp_path, capsys):
     stamp_before = (out / "data" / STAMP_NAME).read_text()
 
     # same parameters: the data are reused, not rebuilt
-    assert demo.main(["--out", str(out)] + SMALL) == 0
+    assert demo.main(["--out", str(out)] + SMALL + DATA_STEPS) == 0
     text = capsys.readouterr().out
     assert "reusing" in text and "status: reused" in text
     assert (out / "data" / STAMP_NAME).read_text() == stamp_before
@@ -82,3 +83,28 @@ def test_module_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "medfuse.demo", "--help"], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert r.returncode == 0 and "--out" in r.stdout and "data, validate" in r.stdout
+
+
+def test_full_demo_trains_evaluates_and_infers(tmp_path, capsys):
+    """Every step of ``make demo``, with the tiny network: a trained run, metrics, DICOM-folder predictions."""
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--n-cxr", "24", "--n-oct", "8", "--size", "64", "--tiny"]
+    assert demo.main(args) == 0
+    text = capsys.readouterr().out
+    assert [s.name for s in demo.STEPS] == ["data", "validate", "train", "evaluate", "infer"]
+    assert "[5/5] infer" in text
+    summary = json.loads((out / "demo_summary.json").read_text())
+    res = summary["results"]
+    run_dir = out / "runs" / demo.DEMO_BUNDLE / "demo"
+    assert res["train"]["run_dir"] == str(run_dir) and (run_dir / "model.pt").is_file()
+    assert res["train"]["epochs_run"] == 1
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert res["evaluate"]["auc"] == metrics["auc"] and 0.0 <= metrics["auc"] <= 1.0
+    assert res["evaluate"]["n"] == metrics["n"] > 0
+    dicoms = sorted((out / "data" / "cxr" / "dicom").glob("*.dcm"))
+    assert res["infer"]["images"] == len(dicoms) > 0
+    rows = (run_dir / "inference" / "predictions.csv").read_text().strip().splitlines()
+    assert len(rows) == len(dicoms) + 1 and "mutual_info" in rows[0]
+    # the closing summary names the metrics and the output paths
+    assert str(run_dir / "eval" / "metrics.json") in text and "evaluate.auc" not in text
+    assert "auc:" in text and str(run_dir / "inference" / "predictions.csv") in text
