@@ -12,6 +12,7 @@
 """
 
 from .bundle import bundle_dir, run_bundle
+from .cam import CAMWriter
 from .data import (
     CLASS_BALANCE_MODES,
     IMAGE_EXTENSIONS,
@@ -51,6 +52,7 @@ from .runs import (
 __all__ = [
     "bundle_dir",
     "run_bundle",
+    "CAMWriter",
     "CLASS_BALANCE_MODES",
     "IMAGE_EXTENSIONS",
     "balanced_sampler",
