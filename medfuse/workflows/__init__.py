@@ -28,7 +28,7 @@ from .data import (
     split_items,
     train_sampler,
 )
-from .engine import amp_kwargs, get_device, set_num_threads, setup_run, use_amp
+from .engine import amp_kwargs, flag, get_device, set_num_threads, setup_run, use_amp
 from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
 from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
 from .metrics import METRIC_NAMES, ClassificationMetric
@@ -50,6 +50,7 @@ from .runs import (
 )
 
 __all__ = [
+    "flag",
     "bundle_dir",
     "run_bundle",
     "CAMWriter",

@@ -15,7 +15,7 @@ import os
 
 import torch
 
-__all__ = ["get_device", "use_amp", "amp_kwargs", "set_num_threads", "setup_run"]
+__all__ = ["flag", "get_device", "use_amp", "amp_kwargs", "set_num_threads", "setup_run"]
 
 
 def get_device(device: str | torch.device | None = "") -> torch.device:
@@ -27,9 +27,34 @@ def get_device(device: str | torch.device | None = "") -> torch.device:
     return torch.device(device)
 
 
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0", "none", ""}
+
+
+def flag(value, name: str = "value") -> bool:
+    """A config switch as a bool, strict about strings.
+
+    ``python -m monai.bundle run --save_cam false`` passes the *string* ``'false'`` (the command
+    line parser only knows ``True``/``False``), which plain truthiness would read as on. This
+    accepts bools, 0/1 and the usual words in any case, and refuses anything else.
+
+    Raises:
+        ValueError: for a value that is not a recognisable switch; the message names ``name``.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if value is None:
+        return False
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 def use_amp(device: str | torch.device | None = None, enabled: bool = True) -> bool:
-    """True when autocast should run: ``enabled`` and the device is a CUDA device."""
-    return bool(enabled) and get_device(device).type == "cuda"
+    """True when autocast should run: ``enabled`` (a :func:`flag`) and the device is a CUDA device."""
+    return flag(enabled, "amp") and get_device(device).type == "cuda"
 
 
 def amp_kwargs(device: str | torch.device | None = None, dtype: str = "bfloat16") -> dict:

@@ -21,7 +21,7 @@ from tests.bundles.helpers import REPO, configs
 CXR = configs("cxr_dual_cross_attention")
 TINY = {
     "image_size": "64", "backbones": "['efficientnet-b0','resnet10']", "hidden_size": "16", "num_heads": "2",
-    "batch_size": "4", "epochs": "1", "num_workers": "0", "num_threads": "1", "progress": "False",
+    "batch_size": "4", "epochs": "1", "num_workers": "0", "num_threads": "1", "progress": "false",  # lower case: read by medfuse.workflows.flag
 }
 
 

@@ -8,10 +8,11 @@ import contextlib
 import os
 import warnings
 
+import pytest
 import torch
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 
-from medfuse.workflows import amp_kwargs, get_device, set_num_threads, setup_run, use_amp
+from medfuse.workflows import amp_kwargs, flag, get_device, set_num_threads, setup_run, use_amp
 
 
 def test_device_and_amp_choice():
@@ -65,3 +66,25 @@ def test_monai_passes_amp_kwargs_to_autocast(monkeypatch):
         )
         evaluator.run()
     assert calls == [("cuda", {"dtype": torch.bfloat16})] * 2
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(True, True), (False, False), (1, True), (0, False), (None, False), ("true", True), ("False", False),
+     ("false", False), ("YES", True), ("off", False), ("0", False), ("1", True)],
+)
+def test_flag_reads_command_line_strings(value, expected):
+    # `--save_cam false` reaches the config as the string 'false', which truthiness reads as on
+    assert flag(value) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, "tru", [1]])
+def test_flag_refuses_other_values(value):
+    with pytest.raises(ValueError, match="save_cam must be true or false"):
+        flag(value, "save_cam")
+
+
+def test_use_amp_reads_string_switch():
+    assert use_amp("cpu", "true") is False  # never on a CPU
+    with pytest.raises(ValueError, match="amp"):
+        use_amp("cpu", "sometimes")
