@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     from monai.transforms import LoadImage
 
     monai_load = LoadImage(reader="PydicomReader", image_only=True)
-    print("| file | transfer syntax | medfuse s/file | MONAI PydicomReader s/file |")
-    print("|---|---|---|---|")
+    print("| file | transfer syntax | size | medfuse s/file | MONAI PydicomReader s/file |")
+    print("|---|---|---|---|---|")
     for name in FILES:
         path = root / "dicom_cxr" / name
         _, meta = read_dicom_image(path)
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
             theirs = f"{_median_time(lambda: monai_load(str(path)), args.repeats):.3f}"
         except Exception as e:  # MONAI may lack a decoder for some syntaxes
             theirs = f"fails ({type(e).__name__})"
-        print(f"| {name} | {meta.get('transfer_syntax_uid', '?')} | {ours:.3f} | {theirs} |")
+        print(f"| {name} | {meta.get('transfer_syntax', '?')} | {tuple(meta['spatial_shape'])} | {ours:.3f} | {theirs} |")
     return 0
 
 
