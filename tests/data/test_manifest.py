@@ -207,3 +207,22 @@ def test_write_creates_folder_for_relative_parent_paths(tmp_path):
     m = new_manifest("classification", ["n"], make_provenance("t"), training=[{"image": "../imgs/a.png", "label": 0}])
     out = write_manifest(m, tmp_path / "new" / "m.json")
     assert load_split(out, "training")[0]["image"] == str((tmp_path / "imgs/a.png").resolve())
+
+
+@pytest.mark.parametrize("name", ["cxr_classification.json", "lung_segmentation_classification.json"])
+def test_example_manifests_match_schema_and_validator(name):
+    path = Path(__file__).resolve().parents[2] / "data_manifests" / "examples" / name
+    raw = json.loads(path.read_text())
+    jsonschema.validate(raw, SCHEMA)
+    validate_manifest(raw, check_files=False)  # the example's images are not shipped
+
+
+def test_schema_rejects_structural_errors():
+    raw = json.loads((Path(__file__).resolve().parents[2] / "data_manifests/examples/cxr_classification.json").read_text())
+    raw["training"][0]["label"] = "NORMAL"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(raw, SCHEMA)
+    raw["training"][0]["label"] = 0
+    raw["validation"] = []
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(raw, SCHEMA)
