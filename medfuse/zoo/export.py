@@ -70,6 +70,7 @@ class ExportResult:
     weights: Path
     calibration: Path | None
     onnx: str
+    data_license: str = ""
     warnings: list[str] = field(default_factory=list)
 
     def format(self) -> str:
@@ -81,12 +82,12 @@ class ExportResult:
             f"  TorchScript round trip: max |difference| {self.round_trip_max_abs_diff:.3g} in this process, "
             f"{self.subprocess_max_abs_diff:.3g} in a process without medfuse (tolerance rtol={RTOL}, atol={ATOL})"
         )
+        lines.append(f"  data licence: {self.data_license}" + (" (NON-COMMERCIAL)" if self.warnings else ""))
         lines.append(f"  calibration: {self.calibration if self.calibration else 'none beside the weights (not exported)'}")
         lines.append(f"  ONNX: {self.onnx}")
         lines.append(f"  bundle: {self.bundle_dir}")
         lines.append(f"  release: {self.release} (sha256 {self.checksum})")
         lines.append(f"  zoo index: {self.model_info}")
-        lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -208,8 +209,23 @@ def _uses_medfuse(meta: Mapping[str, Any]) -> bool:
     return "medfuse" in json.dumps(meta.get("required_packages_version", {}))
 
 
+def _dumps(obj: Any, depth: int = 0, width: int = 100) -> str:
+    """JSON with 4-space indentation; short lists of numbers or strings stay on one line."""
+    pad = " " * (4 * (depth + 1))
+    if isinstance(obj, dict) and obj:
+        items = [f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {_dumps(v, depth + 1, width)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * (4 * depth) + "}"
+    if isinstance(obj, list) and obj:
+        inline = json.dumps(obj, ensure_ascii=False)
+        scalars = all(v is None or isinstance(v, (bool, int, float, str)) for v in obj)
+        if scalars and len(inline) + 4 * depth <= width:
+            return inline
+        return "[\n" + ",\n".join(pad + _dumps(v, depth + 1, width) for v in obj) + "\n" + " " * (4 * depth) + "]"
+    return json.dumps(obj, ensure_ascii=False)
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_json(path, obj, indent=4)
+    atomic_write_text(path, _dumps(obj) + "\n")
 
 
 def _last_exported(zoo: Path, name: str) -> str | None:
@@ -285,7 +301,7 @@ def _check_in_fresh_process(ts_path: Path, x, expected, workdir: Path) -> float:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-I", "-c", _SUBPROCESS_CHECK, str(ts_path), str(data), str(RTOL), str(ATOL)],
+        [sys.executable, "-I", "-c", _SUBPROCESS_CHECK, str(ts_path.resolve()), str(data.resolve()), str(RTOL), str(ATOL)],
         cwd=str(workdir), env=env, capture_output=True, text=True, timeout=600,
     )
     data.unlink()
@@ -431,6 +447,42 @@ def _manifest_record(run_info: Mapping[str, Any]) -> dict | None:
     }
 
 
+def _append_release_notes(readme: Path, name: str, version: str, meta: Mapping[str, Any], settings: Mapping[str, Any],
+                          classes: list[str] | None, files: Mapping[str, str], diff: float, sub_diff: float, trace: bool,
+                          calibrated: bool) -> None:
+    """Add a "Release" section to the exported model card: what these weights are and how to run them."""
+    req = meta.get("required_packages_version") or {}
+    lines = [
+        "", f"## Release {version} (exported by medfuse export)", "",
+        f"Changelog: {(meta.get('changelog') or {}).get(version, '')}", "",
+        f"Training data: {meta.get('data_source', '')}", "",
+        f"Data licence: {meta.get('data_license', '')}"
+        + (" **Non-commercial: these weights must not be used commercially.**" if checks.is_non_commercial(meta.get("data_license", "")) else ""),
+        "",
+        f"Classes (output order): {', '.join(classes) if classes else 'see metadata.json'}.",
+        f"Network settings of these weights (already written into the configs): {json.dumps(dict(settings)) if settings else 'the configs as they are'}.",
+        "",
+        "Files: " + ", ".join(f"`{p}` (sha256 `{h}`)" for p, h in files.items()) + "."
+        + (" `models/calibration.json` holds the temperature and operating threshold of the training run." if calibrated else ""),
+        "",
+        f"`models/model.ts` was exported with `monai.bundle ckpt_export` ({'torch.jit.trace' if trace else 'torch.jit.script'}); "
+        f"on a seeded random batch it matched the checkpoint to a largest absolute difference of {diff:.3g} "
+        f"(and {sub_diff:.3g} when loaded with `torch.jit.load` in a process without medfuse; tolerance "
+        f"rtol={RTOL}, atol={ATOL}). It runs with PyTorch alone.",
+        "",
+        "The configs import medfuse: install it first (`pip install medfuse"
+        + (f"=={req['medfuse']}" if "medfuse" in req else "") + "`), then, from any working directory:",
+        "",
+        "```bash",
+        f"python -m monai.bundle run --config_file {name}/configs/inference.json --input_dir <folder of DICOM/PNG/JPEG> \\",
+        "    --output_dir <results folder>",
+        "```",
+        "",
+    ]
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else f"# {name}\n"
+    atomic_write_text(readme, text.rstrip("\n") + "\n" + "\n".join(lines))
+
+
 @contextlib.contextmanager
 def _locked(zoo: Path):
     """An exclusive lock on ``ZOO_DIR/.model_info.lock`` while the index is read and replaced."""
@@ -529,6 +581,11 @@ def export_bundle(
             baked = bake_config(raw, settings, classes if run_info.get("classes") else None)
             if baked != raw:
                 _write_json(path, baked)
+        record = _manifest_record(run_info)
+        if record and not data_source and metadata.get("data_source"):
+            counts = ", ".join(f"{n} {s}" for s, n in record["items"].items())
+            data_source = (f"{metadata['data_source']} These weights: trained on the manifest {record['file']} "
+                           f"(sha256 {record['sha256'][:12]}, written by {record['tool'] or 'unknown tool'}; {counts}).")
         new_meta = _update_metadata(metadata, version, changelog, classes, settings, data_source, data_license)
         meta_file = stage / "configs" / "metadata.json"
         _write_json(meta_file, new_meta)
@@ -600,6 +657,8 @@ def export_bundle(
         )
         atomic_write_text(stage / "large_files.yml", _large_files_yaml(entries, note))
 
+        _append_release_notes(stage / "docs" / "README.md", name, version, new_meta, settings, classes, files,
+                              diff, sub_diff, trace, calibration is not None)
         release = zoo / "releases" / f"{rel}.zip"
         _write_zip(stage, name, release)
         checksum = sha256_file(release)
@@ -646,7 +705,7 @@ def export_bundle(
             "non_commercial": checks.is_non_commercial(licence),
             "classes": classes,
             "trained_settings": settings,
-            "training_manifest": _manifest_record(run_info),
+            "training_manifest": record,
             "round_trip": {"max_abs_diff": diff, "fresh_process_max_abs_diff": sub_diff, "rtol": RTOL, "atol": ATOL,
                            "method": "trace" if trace else "script"},
             "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -658,7 +717,7 @@ def export_bundle(
         return ExportResult(
             name=name, version=version, bundle_dir=final, release=release, model_info=info_path, checksum=checksum,
             files=files, checks=done, round_trip_max_abs_diff=diff, subprocess_max_abs_diff=sub_diff,
-            weights=weights_path, calibration=calibration, onnx=onnx_note, warnings=warnings,
+            weights=weights_path, calibration=calibration, onnx=onnx_note, data_license=licence, warnings=warnings,
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
