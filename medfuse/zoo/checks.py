@@ -245,9 +245,8 @@ def check_version(
     return version
 
 
-# absolute POSIX paths, Windows drive or UNC paths, home-relative paths
-_ABS = re.compile(r"^(/[^/\s]|[A-Za-z]:[\\/]|\\\\[^\\]|~[/\\]|~$)")
-_PERSONAL = re.compile(r"(^|[/\\])(home|Users)[/\\][^/\\]+", re.IGNORECASE)
+# absolute POSIX paths, Windows drive or UNC paths, home-relative paths (~/...; ~user/...)
+_ABS = re.compile(r"^(/[^/\s]|[A-Za-z]:[\\/]|\\\\[^\\]|~[\w.-]*([/\\]|$))")
 
 
 def _string_literals(expression: str) -> list[str]:
@@ -257,7 +256,10 @@ def _string_literals(expression: str) -> list[str]:
         tree = ast.parse(code, mode="eval")
     except SyntaxError:  # not Python after all: look at its quoted parts
         return [a or b for a, b in re.findall(r"'([^']*)'|\"([^\"]*)\"", code)]
-    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    # the right operand of "+" continues a path built on the left ("@run_dir + '/model.pt'"): not a path start
+    suffixes = {id(n.right) for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add)}
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in suffixes]
 
 
 def _walk_strings(obj: Any, key: str = "") -> Iterable[tuple[str, str]]:
@@ -275,8 +277,8 @@ def find_absolute_paths(config: Any, home: str | None = None) -> list[tuple[str,
     """``(config id, value)`` of every absolute or personal path in a parsed config.
 
     Plain strings and the string literals inside ``$`` expressions are looked at; URLs are not
-    paths. Personal: under ``/home/<user>`` or ``/Users/<user>``, or inside the current user's
-    home folder ``home``.
+    paths. Absolute: POSIX ``/...``, Windows ``C:\\...`` or ``\\\\server\\...``; personal: ``~/...``,
+    ``~user/...``, or anything starting with the current user's home folder ``home``.
     """
     home = os.path.expanduser("~") if home is None else home
     found = []
@@ -286,7 +288,7 @@ def find_absolute_paths(config: Any, home: str | None = None) -> list[tuple[str,
             text = text.strip()
             if not text or "://" in text:
                 continue
-            if _ABS.match(text) or _PERSONAL.search(text) or (home and len(home) > 1 and home in text):
+            if _ABS.match(text) or (home and len(home) > 1 and text.startswith(home)):
                 found.append((key, text))
     return found
 
