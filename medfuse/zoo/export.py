@@ -552,10 +552,11 @@ def export_bundle(
     run_info = read_run_info(run_dir) if (run_dir / "run_info.json").is_file() else {}
     src_meta_file = bundle / "configs" / "metadata.json"
     checks.check_json_format(bundle)
+    checks.check_metadata_schema(src_meta_file, schema)  # the bundle as written, before the export fills anything in
     metadata = _read_json(src_meta_file)
     name = str(metadata.get("bundle_name") or bundle.resolve().name)
     version = version or str(metadata.get("version", ""))
-    done: list[str] = ["required files", "json format (source)"]
+    done: list[str] = ["required files", "json format (source)", "metadata schema (source)"]
     warnings: list[str] = []
 
     zoo.mkdir(parents=True, exist_ok=True)
@@ -594,7 +595,7 @@ def export_bundle(
 
         checks.check_json_format(stage)
         schema_used = checks.check_metadata_schema(meta_file, schema)
-        done.append(f"metadata schema ({schema_used.name})")
+        done.append(f"metadata schema (exported, {schema_used.name})")
         last = _last_exported(zoo, name)
         checks.check_version(new_meta, src_meta_file, last, str(zoo / MODEL_INFO))
         done.append(f"version {version} in changelog" + (f", newer than {last}" if last else ""))
