@@ -82,7 +82,7 @@ class ExportResult:
             f"  TorchScript round trip: max |difference| {self.round_trip_max_abs_diff:.3g} in this process, "
             f"{self.subprocess_max_abs_diff:.3g} in a process without medfuse (tolerance rtol={RTOL}, atol={ATOL})"
         )
-        lines.append(f"  data licence: {self.data_license}" + (" (NON-COMMERCIAL)" if self.warnings else ""))
+        lines.append(f"  data licence: {self.data_license}" + (" (NON-COMMERCIAL)" if checks.is_non_commercial(self.data_license) else ""))
         lines.append(f"  calibration: {self.calibration if self.calibration else 'none beside the weights (not exported)'}")
         lines.append(f"  ONNX: {self.onnx}")
         lines.append(f"  bundle: {self.bundle_dir}")

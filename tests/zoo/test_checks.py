@@ -172,3 +172,28 @@ def test_index_update_list_and_get_errors(tmp_path):
         get_bundle(zoo, "a", tmp_path / "out", version="9.9.9")
     with pytest.raises(DataError, match="release archive of a_v0.10.0 .* is missing"):
         get_bundle(zoo, "a", tmp_path / "out")
+
+
+def test_commands_registered_and_tools_script():
+    import subprocess
+    import sys
+
+    from medfuse.cli import COMMANDS, main
+
+    assert COMMANDS["export"] == "export" and COMMANDS["zoo"] == "zoo"
+    r = subprocess.run([sys.executable, str(BUNDLES.parent / "tools" / "export_bundle.py"), "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--url-template" in r.stdout and "--weights" in r.stdout
+    with pytest.raises(SystemExit) as e:
+        main(["zoo", "fetch", "x"])
+    assert e.value.code == 2
+
+
+def test_zoo_list_empty(tmp_path, capsys):
+    from medfuse.commands.zoo import main
+
+    assert main(["list", "--zoo", str(tmp_path)]) == 0
+    assert "no bundles in" in capsys.readouterr().out
+    (tmp_path / "model_info.json").write_text("{not json")
+    assert main(["list", "--zoo", str(tmp_path)]) == 1
+    assert "model_info.json: not valid JSON" in capsys.readouterr().err
