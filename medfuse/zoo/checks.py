@@ -354,10 +354,9 @@ def check_workflow_properties(
                 done[workflow] = "no config"  # the zoo accepts inference-only bundles
                 continue
             raise ZooCheckError("workflow properties", f"{root / 'configs'}: no inference config")
-        logging_file = root / "configs" / "logging.conf"
         wf = ConfigWorkflow(
             config_file=files, meta_file=str(root / "configs" / "metadata.json"),
-            logging_file=str(logging_file) if logging_file.is_file() else None, workflow_type=workflow,
+            logging_file=False, workflow_type=workflow,  # leave the caller's logging as it is
             init_id="_medfuse_export_skips_initialize_", **dict(overrides or {}),
         )
         if build:

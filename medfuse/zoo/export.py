@@ -484,6 +484,26 @@ def _append_release_notes(readme: Path, name: str, version: str, meta: Mapping[s
 
 
 @contextlib.contextmanager
+def _quiet_monai():
+    """MONAI's bundle scripts log every argument at INFO; keep the export's own output readable."""
+    import logging
+
+    import monai.bundle.scripts  # noqa: F401  (their loggers exist, with their own levels, once imported)
+    import monai.bundle.workflows  # noqa: F401
+
+    saved = {}
+    for name in [n for n in list(logging.root.manager.loggerDict) if n.startswith("monai.bundle")] + ["monai.bundle"]:
+        log = logging.getLogger(name)
+        saved[name] = log.level
+        log.setLevel(logging.ERROR if name == "monai.bundle.workflows" else logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
 def _locked(zoo: Path):
     """An exclusive lock on ``ZOO_DIR/.model_info.lock`` while the index is read and replaced."""
     zoo.mkdir(parents=True, exist_ok=True)
@@ -542,8 +562,34 @@ def export_bundle(
         ZooCheckError: at the first failing check (nothing is written to ``zoo_dir``).
         DataError: when the weights are missing.
     """
+    with _quiet_monai():  # MONAI's bundle scripts log every argument at INFO
+        return _export_bundle(
+            bundle_dir, zoo_dir, version=version, changelog=changelog, weights=weights, url_template=url_template,
+            schema=schema, data_source=data_source, data_license=data_license, manifest=manifest, trace=trace,
+            onnx=onnx, log=log,
+        )
+
+
+def _export_bundle(
+    bundle_dir: str | os.PathLike,
+    zoo_dir: str | os.PathLike,
+    version: str | None = None,
+    changelog: str | None = None,
+    weights: str | os.PathLike | None = None,
+    url_template: str | None = None,
+    schema: str | os.PathLike | None = None,
+    data_source: str | None = None,
+    data_license: str | None = None,
+    manifest: str | os.PathLike | None = None,
+    trace: bool = False,
+    onnx: bool = False,
+    log=print,
+) -> ExportResult:
+    """The body of :func:`export_bundle`."""
     bundle = Path(bundle_dir)
     zoo = Path(zoo_dir)
+    if zoo.resolve() == bundle.resolve() or bundle.resolve() in zoo.resolve().parents:
+        raise DataError(f"--out {zoo} is inside the bundle folder {bundle}; choose a zoo folder outside it")
     checks.check_required_files(bundle)
     weights_path = find_weights(bundle, weights)
     run_dir = weights_path.parent

@@ -197,3 +197,13 @@ def test_zoo_list_empty(tmp_path, capsys):
     (tmp_path / "model_info.json").write_text("{not json")
     assert main(["list", "--zoo", str(tmp_path)]) == 1
     assert "model_info.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_zoo_inside_the_bundle_is_refused(tmp_path):
+    from medfuse.errors import DataError
+    from medfuse.zoo import export_bundle
+
+    root = copy_bundle("cxr_dual_cross_attention", tmp_path)
+    with pytest.raises(DataError, match="is inside the bundle folder"):
+        export_bundle(root, root / "zoo")
+    assert not (root / "zoo").exists()
