@@ -36,6 +36,8 @@ _DUAL_CROSS_ATTENTION = {"backbones": ["efficientnet-b0", "resnet10"], "hidden_s
 PER_BUNDLE: dict[str, dict[str, Any]] = {
     "cxr_dual_cross_attention": dict(_DUAL_CROSS_ATTENTION),
     "oct_dual_cross_attention": dict(_DUAL_CROSS_ATTENTION),
+    # issue 6's bundle (arrives with that branch): a narrow BasicUNet, as in its own bundle tests
+    "cxr_multi_output_unet": {"features": [4, 4, 8, 8, 16, 4]},
 }
 
 
