@@ -76,14 +76,19 @@ def parse_version(text: str, where: str = "version") -> tuple[int, int, int]:
 
 
 def default_schema_path() -> Path | None:
-    """The offline MONAI metadata schema in the shared data folder, when there is one."""
+    """The offline MONAI metadata schema, when there is one.
+
+    Looked for as ``monai_schema/meta_schema_20240725.json`` in the shared data folder
+    (``$MEDFUSE_SHARED_DATA``, or ``shared/data`` beside the checkout), then in
+    ``../shared/data`` from the working directory (an installed medfuse has no checkout).
+    """
     from medfuse.utils.paths import shared_data_dir
 
-    root = shared_data_dir()
-    if root is None:
-        return None
-    path = root / "monai_schema" / SCHEMA_NAME
-    return path if path.is_file() else None
+    roots = [shared_data_dir(), Path.cwd().parent / "shared" / "data"]
+    for root in roots:
+        if root is not None and (root / "monai_schema" / SCHEMA_NAME).is_file():
+            return root / "monai_schema" / SCHEMA_NAME
+    return None
 
 
 def check_required_files(bundle_dir: str | os.PathLike) -> None:
