@@ -414,6 +414,9 @@ def _write_zip(stage: Path, name: str, dest: Path) -> None:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, path.read_bytes())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; an archive is for sharing
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):

@@ -189,6 +189,16 @@ def test_cli_export_zoo_list_get_and_run_outside_the_checkout(cxr_weights, schem
     pred = read_predictions(work / "results" / "zoo" / "inference" / "predictions.csv")
     assert len(pred["images"]) == len(list(dicom_dir.glob("*.dcm"))) > 0
     assert pred["classes"] == ["normal", "opacity"]
+    # the fetched bundle predicts what the training run predicts: same network settings, same weights
+    from medfuse.workflows.bundle import run_bundle
+
+    ref = run_bundle(CXR, "inference", output_dir=str(cxr_weights.parent.parent), run_name=cxr_weights.parent.name,
+                     input_dir=str(dicom_dir), inference_dir=str(tmp_path / "ref"), num_workers=0, mc_samples=3,
+                     logging=False)
+    ref_pred = read_predictions(ref["predictions"])
+    order = {Path(p).name: i for i, p in enumerate(ref_pred["images"])}
+    idx = [order[Path(p).name] for p in pred["images"]]
+    assert abs(pred["probs"] - ref_pred["probs"][idx]).max() < 1e-5
     info = json.loads((work / "results" / "zoo" / "inference" / "run_info.json").read_text())
     assert info["checkpoint"] == str(bundle / "models" / "model.pt")
 
