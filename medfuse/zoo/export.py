@@ -450,6 +450,11 @@ def _manifest_record(run_info: Mapping[str, Any]) -> dict | None:
     }
 
 
+def _url(template: str, zoo: Path, name: str, version: str, path: str) -> str:
+    """A large file's URL from ``template``: ``{name} {version} {file} {path}`` (and ``{zoo_uri}``, the zoo folder)."""
+    return template.format(zoo_uri=zoo.resolve().as_uri(), name=name, version=version, file=Path(path).name, path=path)
+
+
 def _append_release_notes(readme: Path, name: str, version: str, meta: Mapping[str, Any], settings: Mapping[str, Any],
                           classes: list[str] | None, files: Mapping[str, str], diff: float, sub_diff: float, trace: bool,
                           calibrated: bool) -> None:
@@ -591,6 +596,14 @@ def _export_bundle(
     """The body of :func:`export_bundle`."""
     bundle = Path(bundle_dir)
     zoo = Path(zoo_dir)
+    if url_template:
+        try:
+            _url(url_template, zoo, "name", "0.0.0", "models/model.pt")
+        except (KeyError, IndexError, ValueError) as e:
+            raise DataError(
+                f"--url-template {url_template!r}: unknown or malformed placeholder ({e}); use {{name}}, {{version}}, "
+                "{file} and {path}"
+            ) from e
     if zoo.resolve() == bundle.resolve() or bundle.resolve() in zoo.resolve().parents:
         raise DataError(f"--out {zoo} is inside the bundle folder {bundle}; choose a zoo folder outside it")
     checks.check_required_files(bundle)
@@ -693,11 +706,9 @@ def _export_bundle(
         files = {p: sha256_file(stage / p) for p in large}
         if calibration is not None:
             files["models/calibration.json"] = sha256_file(stage / "models" / "calibration.json")
-        template = url_template or "file://{zoo}/files/{name}_v{version}/{path}"
+        template = url_template or "{zoo_uri}/files/{name}_v{version}/{path}"
         entries = [
-            {"path": p, "url": template.format(zoo=zoo.resolve().as_posix(), name=name, version=version,
-                                               file=Path(p).name, path=p),
-             "hash_val": files[p], "hash_type": "sha256"}
+            {"path": p, "url": _url(template, zoo, name, version, p), "hash_val": files[p], "hash_type": "sha256"}
             for p in large
         ]
         note = (
@@ -743,8 +754,7 @@ def _export_bundle(
             "checksum": checksum,
             "checksum_type": "sha256",
             "source": f"releases/{rel}.zip",
-            "url": template.format(zoo=zoo.resolve().as_posix(), name=name, version=version, file=f"{rel}.zip",
-                                   path=f"{rel}.zip") if url_template else None,
+            "url": _url(template, zoo, name, version, f"{rel}.zip") if url_template else None,
             "versions": {
                 "monai": monai.__version__, "pytorch": torch.__version__, "numpy": numpy.__version__, "medfuse": __version__,
             },

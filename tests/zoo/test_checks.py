@@ -207,3 +207,12 @@ def test_zoo_inside_the_bundle_is_refused(tmp_path):
     with pytest.raises(DataError, match="is inside the bundle folder"):
         export_bundle(root, root / "zoo")
     assert not (root / "zoo").exists()
+
+
+def test_bad_url_template_is_refused_before_anything_runs(tmp_path):
+    from medfuse.errors import DataError
+    from medfuse.zoo import export_bundle
+
+    with pytest.raises(DataError, match=r"--url-template .*unknown or malformed placeholder .*'release'.*use \{name\}"):
+        export_bundle(BUNDLES / "cxr_dual_cross_attention", tmp_path / "zoo", url_template="https://x/{release}/{file}")
+    assert not (tmp_path / "zoo").exists()

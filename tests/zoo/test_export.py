@@ -315,7 +315,15 @@ def test_get_refuses_a_replaced_archive(cxr_weights, schema, tmp_path):
     from medfuse.errors import DataError
 
     zoo = tmp_path / "zoo"
-    res = export_bundle(REPO / "bundles" / CXR, zoo, weights=cxr_weights, schema=schema, log=lambda m: None)
+    template = "https://example.org/releases/{name}_v{version}/{file}"
+    res = export_bundle(REPO / "bundles" / CXR, zoo, weights=cxr_weights, schema=schema, url_template=template,
+                        log=lambda m: None)
+    # --url-template: the URLs go into large_files.yml and the index; no local copies are kept
+    large = yaml.safe_load((zoo / CXR / "large_files.yml").read_text())["large_files"]
+    assert large[0]["url"] == f"https://example.org/releases/{CXR}_v0.1.0/model.pt"
+    assert json.loads((zoo / "model_info.json").read_text())[f"{CXR}_v0.1.0"]["url"] == \
+        f"https://example.org/releases/{CXR}_v0.1.0/{CXR}_v0.1.0.zip"
+    assert not (zoo / "files").exists()
     with zipfile.ZipFile(res.release, "a") as zf:
         zf.writestr(f"{CXR}/extra.txt", "tampered")
     with pytest.raises(DataError, match=r"SHA-256 .* differs from .* the archive is corrupt or was replaced"):
