@@ -168,8 +168,8 @@ def check_json_format(bundle_dir: str | os.PathLike) -> None:
         if problem:
             raise ZooCheckError(
                 "json format",
-                f"{path}: {problem}; the zoo wants 4-space indentation "
-                f"(python -c \"import json,sys; p=sys.argv[1]; d=json.load(open(p)); open(p,'w').write(json.dumps(d, indent=4) + '\\n')\" {path})",
+                f"{path}: {problem}; the zoo wants 4-space indentation: reformat it, for example with "
+                f"python -m json.tool --indent 4 --no-ensure-ascii {path.name} > tmp.json && mv tmp.json {path.name}",
             )
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from medfuse.errors import DataError
-from medfuse.utils.io import atomic_write_json, atomic_write_text, sha256_file
+from medfuse.utils.io import atomic_write_text, sha256_file
 from medfuse.zoo import checks
 from medfuse.zoo.checks import ZooCheckError
 from medfuse.zoo.configs import bake_config, is_literal, run_setting_keys
