@@ -61,7 +61,8 @@ def _version_key(v: str) -> tuple:
 def list_bundles(zoo_dir: str | os.PathLike) -> list[dict]:
     """One row per bundle name: ``name``, ``latest``, ``versions`` (oldest first), ``task``, ``data_license``."""
     rows: dict[str, dict] = {}
-    for entry in read_model_info(zoo_dir).values():
+    info = read_model_info(zoo_dir)
+    for entry in info.values():
         name = entry.get("name")
         if not name:
             continue
@@ -70,7 +71,7 @@ def list_bundles(zoo_dir: str | os.PathLike) -> list[dict]:
     for name, row in rows.items():
         row["versions"].sort(key=_version_key)
         row["latest"] = row["versions"][-1]
-        latest = read_model_info(zoo_dir).get(f"{name}_v{row['latest']}", {})
+        latest = info.get(f"{name}_v{row['latest']}", {})
         row["task"] = latest.get("task", "")
         row["data_license"] = latest.get("data_license", "")
         row["non_commercial"] = bool(latest.get("non_commercial"))
