@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "medmnist2manifest": "medmnist2manifest",
     "validate": "validate",
     "summary": "summary",
+    "export": "export",
+    "zoo": "zoo",
 }
 
 

@@ -91,8 +91,8 @@ def test_full_demo_trains_evaluates_and_infers(tmp_path, capsys):
     args = ["--out", str(out), "--n-cxr", "24", "--n-oct", "8", "--size", "64", "--tiny"]
     assert demo.main(args) == 0
     text = capsys.readouterr().out
-    assert [s.name for s in demo.STEPS] == ["data", "validate", "train", "evaluate", "infer"]
-    assert "[5/5] infer" in text
+    assert [s.name for s in demo.STEPS] == ["data", "validate", "train", "evaluate", "infer", "export"]
+    assert "[5/6] infer" in text and "[6/6] export" in text
     summary = json.loads((out / "demo_summary.json").read_text())
     res = summary["results"]
     run_dir = out / "runs" / demo.DEMO_BUNDLE / "demo"
@@ -108,3 +108,8 @@ def test_full_demo_trains_evaluates_and_infers(tmp_path, capsys):
     # the closing summary names the metrics and the output paths
     assert str(run_dir / "eval" / "metrics.json") in text and "evaluate.auc" not in text
     assert "auc:" in text and str(run_dir / "inference" / "predictions.csv") in text
+    # the export step: a local zoo under <out>/zoo, named in the closing summary
+    zoo = out / "zoo"
+    assert res["export"]["zoo"] == str(zoo) and f"zoo: {zoo}" in text
+    assert (zoo / "releases" / f"{demo.DEMO_BUNDLE}_v0.1.0.zip").is_file()
+    assert f"{demo.DEMO_BUNDLE}_v0.1.0" in json.loads((zoo / "model_info.json").read_text())

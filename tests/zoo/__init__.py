@@ -1,0 +1,2 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
