@@ -525,6 +525,7 @@ def _locked(zoo: Path):
         yield
 
 
+@_quiet_monai()  # MONAI's bundle scripts log every argument at INFO
 def export_bundle(
     bundle_dir: str | os.PathLike,
     zoo_dir: str | os.PathLike,
@@ -570,30 +571,6 @@ def export_bundle(
         ZooCheckError: at the first failing check (nothing is written to ``zoo_dir``).
         DataError: when the weights are missing.
     """
-    with _quiet_monai():  # MONAI's bundle scripts log every argument at INFO
-        return _export_bundle(
-            bundle_dir, zoo_dir, version=version, changelog=changelog, weights=weights, url_template=url_template,
-            schema=schema, data_source=data_source, data_license=data_license, manifest=manifest, trace=trace,
-            onnx=onnx, log=log,
-        )
-
-
-def _export_bundle(
-    bundle_dir: str | os.PathLike,
-    zoo_dir: str | os.PathLike,
-    version: str | None = None,
-    changelog: str | None = None,
-    weights: str | os.PathLike | None = None,
-    url_template: str | None = None,
-    schema: str | os.PathLike | None = None,
-    data_source: str | None = None,
-    data_license: str | None = None,
-    manifest: str | os.PathLike | None = None,
-    trace: bool = False,
-    onnx: bool = False,
-    log=print,
-) -> ExportResult:
-    """The body of :func:`export_bundle`."""
     bundle = Path(bundle_dir)
     zoo = Path(zoo_dir)
     if url_template:
