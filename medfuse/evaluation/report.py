@@ -142,8 +142,9 @@ def _summary_text(m: dict) -> str:
     cal = m.get("calibration", {})
     after = cal.get("after") or cal.get("before") or {}
     if after:
-        lines.append(f"calibration: T = {cal.get('temperature', 1.0):.3f} ({cal.get('source')}); ECE {after.get('ece') or 0:.4f}, "
-                     f"Brier {after.get('brier') or 0:.4f}, NLL {after.get('nll') or 0:.4f}")
+        head = (f"calibration: T = {cal.get('temperature', 1.0):.3f} ({cal.get('source')})" if cal.get("applied")
+                else "calibration: none (T = 1)")
+        lines.append(f"{head}; ECE {after.get('ece') or 0:.4f}, Brier {after.get('brier') or 0:.4f}, NLL {after.get('nll') or 0:.4f}")
     sel = m.get("selective") or {}
     if sel.get("aurc") is not None:
         ref = "; ".join(f"refer {k}: acc {v['accuracy']:.3f}" for k, v in sel["referral"].items() if v["accuracy"] is not None)
@@ -276,7 +277,7 @@ def evaluate_predictions(
     multilabel = pred["task"] == "multi-label"
     keep = _labelled(pred)
     if not keep.any():
-        raise DataError(f"{predictions_csv}: no row has a label, so nothing can be evaluated; add the true class in a "
+        raise DataError(f"{predictions_csv} has no labels (no row has a true class), so nothing can be evaluated; add the true class in a "
                         "'label' column (or label_<class> 0/1 columns for multi-label)")
     rows = np.flatnonzero(keep)
     y = pred["labels"][rows]

@@ -101,11 +101,11 @@ def grouping_columns(extra: Mapping[str, Sequence[str]], max_groups: int = 20) -
         if len(present) < 2:
             skipped[col] = f"{len(present)} distinct value(s): nothing to compare"
             continue
-        if len(present) > max_groups:
-            skipped[col] = f"{len(present)} distinct values (more than {max_groups}): not a grouping column"
-            continue
         if len(vals) >= 10 and len(present) > 0.5 * len(vals):
             skipped[col] = f"{len(present)} distinct values in {len(vals)} rows: looks like an identifier"
+            continue
+        if len(present) > max_groups:
+            skipped[col] = f"{len(present)} distinct values (more than {max_groups}): not a grouping column"
             continue
         used[col] = [v if v else MISSING for v in vals]
     return used, skipped
