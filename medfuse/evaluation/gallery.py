@@ -50,7 +50,7 @@ def write_uncertain_cams(
     k: int = 12,
     measure: str = "entropy",
     device: Any = None,
-    target_layer: str = "refine",
+    target_layer: str = "auto",
     method: str = "gradcam",
     batch_size: int = 8,
     image_key: str = "image",
@@ -65,7 +65,8 @@ def write_uncertain_cams(
         k: number of cases. Defaults to 12.
         measure: ``entropy``, ``mutual_info`` or ``confidence``.
         device: where to run the network; its parameters' device when ``None``.
-        target_layer: layer explained (see :func:`medfuse.visualize.compute_cam`).
+        target_layer: layer explained (see :func:`medfuse.visualize.compute_cam`); ``"auto"``: the model's
+            ``cam_target_layer``, ``refine`` for the dual cross-attention net, else its last convolution.
         method: ``gradcam`` or ``gradcam++``.
         batch_size: images per CAM batch.
         image_key: key of the image in the transform's output.
