@@ -138,10 +138,12 @@ def _calibration(m: Mapping) -> str:
     else:
         fitted = c.get("fitted_on") or {}
         parts.append(f"<p>Temperature <b>T = {c['temperature']:.4f}</b>, decision <b>{_e(c.get('decision'))}</b>"
-                     + (f", threshold <b>{c['threshold']:.4f}</b> on p({_e(c.get('positive_class'))}) chosen for sensitivity "
+                     + (f" at <b>{c['threshold']:.4f}</b> on p({_e(c.get('positive_class'))}) chosen for sensitivity "
                         f"&ge; {_e(c.get('target_sensitivity'))} on validation" if c.get("threshold") is not None else "")
-                     + f". Source: {_e(c.get('source'))}; fitted on {_e(fitted.get('n', '?'))} cases "
-                       f"({_e(fitted.get('split', ''))}, {_e(fitted.get('n_per_class', ''))}).</p>")
+                     + f". Source: {_e(c.get('source'))}; fitted on {_e(fitted.get('n', '?'))} {_e(fitted.get('split', ''))} cases"
+                     + (" (" + ", ".join(f"{_e(k)} {_e(v)}" for k, v in (fitted.get("n_per_class") or {}).items()) + ")"
+                        if fitted.get("n_per_class") else "")
+                     + (f", {_e(fitted['mc_samples'])} MC-dropout passes" if fitted.get("mc_samples") else "") + ".</p>")
     rows = []
     for label, s in (("as given" if not c.get("applied") else "uncalibrated (T = 1)", c.get("before")),
                      ("temperature-scaled", c.get("after"))):
@@ -191,6 +193,12 @@ def _uncertainty(m: Mapping) -> str:
     mi = u.get("selective_mutual_info")
     if mi:
         text += f"<p class='muted'>Ranked by mutual information instead: AURC {_f(mi.get('aurc'))}.</p>"
+    tm = u.get("selective_threshold_margin")
+    if tm:
+        ref = "; ".join(f"refer {_e(k)}: accuracy {_f(r['accuracy'])}" for k, r in (tm.get("referral") or {}).items())
+        text += ("<p class='muted'>The decision uses a threshold away from p = 0.5, where entropy is highest; ranked by "
+                 f"the distance of p({_e(m.get('positive_class'))}) to the threshold (logit scale) instead: AURC "
+                 f"{_f(tm.get('aurc'))}; {ref}.</p>")
     return text + _table(["", "referred", "kept", "accuracy of kept", "AUC of kept"], rows)
 
 

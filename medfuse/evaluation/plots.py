@@ -212,6 +212,10 @@ def plot_risk_coverage(selective: Mapping[str, Any], path, title: str = "Risk-co
     aurc = selective.get("aurc")
     ax.plot(cov, risk, color="tab:blue", lw=2,
             label=f"ranked by {selective.get('measure', 'uncertainty')}" + (f" (AURC {aurc:.3f})" if aurc is not None else ""))
+    alt = selective.get("alternative")
+    if alt and alt.get("curve"):
+        ax.plot(alt["curve"]["coverage"], alt["curve"]["risk"], color="tab:orange", lw=1.5,
+                label=f"ranked by {alt['measure']}" + (f" (AURC {alt['aurc']:.3f})" if alt.get("aurc") is not None else ""))
     if len(cov):
         n = len(cov)
         errors = int(round(risk[-1] * n))
@@ -225,7 +229,7 @@ def plot_risk_coverage(selective: Mapping[str, Any], path, title: str = "Risk-co
     ax.set_xlim(0, 1)
     ax.set_ylim(0, max(0.05, float(np.nanmax(risk)) * 1.1 if len(risk) else 1))
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -238,13 +242,17 @@ def plot_gallery(entries: Sequence[Mapping[str, Any]], path, columns: int = 4,
     entries = [e for e in entries if e.get("png") and Path(e["png"]).is_file()]
     if not entries:
         return None
+    images = [mpimg.imread(str(e["png"])) for e in entries]
     cols = min(columns, len(entries))
     rows = int(np.ceil(len(entries) / cols))
-    fig = _figure(3.2 * cols, 3.0 * rows + 0.5)
-    for i, e in enumerate(entries):
+    aspect = images[0].shape[0] / images[0].shape[1]  # the overlays carry their own captions
+    width = 3.6
+    fig = _figure(width * cols, width * aspect * rows + 0.6)
+    for i, (e, img) in enumerate(zip(entries, images)):
         ax = fig.add_subplot(rows, cols, i + 1)
-        ax.imshow(mpimg.imread(str(e["png"])))
-        ax.set_title(str(e.get("caption", ""))[:60], fontsize=7)
+        ax.imshow(img)
+        if e.get("caption"):
+            ax.set_title(str(e["caption"])[:60], fontsize=7)
         ax.axis("off")
     fig.suptitle(title)
     return _save(fig, path)

@@ -397,6 +397,16 @@ def evaluate_predictions(
     if mi is not None and np.isfinite(mi).any():
         uncertainty["selective_mutual_info"] = {k: v for k, v in selective_prediction(
             y, probs, decision, mi, classes, multilabel, measure="mutual_info").items() if k != "curve"}
+    if not multilabel and cal is not None and cal.get("decision") == "threshold" and cal.get("threshold") is not None:
+        # entropy measures doubt about the arg-max; with a threshold away from 0.5 the decision is least sure
+        # near that threshold, so also rank by the distance of p(positive) to it (on the logit scale)
+        pos = classes.index(cal["positive_class"])
+        q = np.clip(probs[:, pos], 1e-12, 1 - 1e-12)
+        t = min(max(float(cal["threshold"]), 1e-12), 1 - 1e-12)
+        margin = -np.abs(np.log(q / (1 - q)) - np.log(t / (1 - t)))
+        sel_margin = selective_prediction(y, probs, decision, margin, classes, multilabel, measure="threshold_margin")
+        uncertainty["selective_threshold_margin"] = {k: v for k, v in sel_margin.items() if k != "curve"}
+        selective["alternative"] = {"measure": "threshold_margin", "aurc": sel_margin["aurc"], "curve": sel_margin["curve"]}
     metrics["uncertainty"] = uncertainty
     metrics["selective"] = selective
 
@@ -496,9 +506,9 @@ def _figures(fig_dir: Path, y, probs, decision, correct, entropy, classes, multi
     if cam_dir is not None:
         from medfuse.evaluation.gallery import read_cam_index
 
-        entries = [{"png": Path(cam_dir) / r["overlay"], "caption": f"#{r.get('rank', '')} {Path(r['image']).name}"}
-                   for r in read_cam_index(cam_dir) if r.get("overlay")]
-        g = plots.plot_gallery(entries, fig_dir / FIGURES["gallery"], columns=3)
+        entries = [{"png": Path(cam_dir) / r["overlay"]} for r in read_cam_index(cam_dir) if r.get("overlay")]
+        g = plots.plot_gallery(entries, fig_dir / FIGURES["gallery"], columns=3,
+                               title="Most uncertain cases (Grad-CAM of the decided class)")
         if g is not None:
             figs["gallery"] = str(g.relative_to(fig_dir.parent))
     return figs
