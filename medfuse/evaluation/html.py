@@ -58,6 +58,13 @@ def _f(v: Any, digits: int = 4) -> str:
     return _e(v)
 
 
+def _num(v: Any, digits: int) -> str:
+    try:
+        return f"{float(v):.{digits}f}"
+    except (TypeError, ValueError):
+        return "&ndash;"
+
+
 def _ci(ci: Mapping | None) -> str:
     if not ci or ci.get("low") is None:
         return "&ndash;"
@@ -210,8 +217,8 @@ def _gallery(m: Mapping) -> str:
     items = "".join(
         f'<figure><a href="{_e(r["overlay_path"])}"><img src="{_e(r["overlay_path"])}" alt="CAM"></a>'
         f'<figcaption>#{_e(r.get("rank", ""))} {_e(Path(r["image"]).name)}<br>true {_e(r.get("label") or "?")}, '
-        f'pred {_e(r.get("pred"))} (p = {_e(r.get("prob"))}), entropy {_e(r.get("entropy") or "-")}'
-        + (f', MI {_e(r.get("mutual_info"))}' if r.get("mutual_info") else "") + "</figcaption></figure>"
+        f'pred {_e(r.get("pred"))} (p = {_num(r.get("prob"), 3)}), entropy {_num(r.get("entropy"), 3)}'
+        + (f', MI {_num(r.get("mutual_info"), 4)}' if r.get("mutual_info") else "") + "</figcaption></figure>"
         for r in g)
     note = f"<p class='muted'>{len(skipped)} case(s) could not be loaded for a CAM.</p>" if skipped else ""
     return f'<div class="gallery">{items}</div>{note}'
@@ -222,13 +229,23 @@ _CONFIG_KEYS = ("bundle_name", "manifest", "eval_split", "image_size", "in_chann
                 "seed", "amp", "ckpt_path", "target_sensitivity")
 
 
-def _config(config: Mapping | None, run_info: Mapping | None) -> str:
+def _is_expression(v: Any) -> bool:
+    return isinstance(v, str) and v.startswith(("$", "@", "%"))
+
+
+def _config(config: Mapping | None, run_info: Mapping | None, training: Mapping | None = None) -> str:
     if not config and not run_info:
         return "<p>No run configuration was given (predictions made elsewhere).</p>"
     parts = []
     if config:
-        rows = [[_e(k), _e(json.dumps(config[k]) if not isinstance(config[k], str) else config[k])]
-                for k in _CONFIG_KEYS if k in config]
+        rows = []
+        for k in _CONFIG_KEYS:
+            if k not in config:
+                continue
+            v, note = config[k], ""
+            if _is_expression(v) and training and k in training and not _is_expression(training[k]):
+                v, note = training[k], " (training run)"
+            rows.append([_e(k), _e(json.dumps(v) if not isinstance(v, str) else v) + note])
         parts.append(_table(["setting", "value"], rows, left=2))
     if run_info:
         keep = {k: run_info[k] for k in ("workflow", "bundle", "run_dir", "checkpoint", "split", "classes", "device", "time",
@@ -249,8 +266,9 @@ def _data(data: Mapping | None) -> str:
 
 
 def render_html(metrics: Mapping, config: Mapping | None = None, run_info: Mapping | None = None,
-                data: Mapping | None = None, title: str = "Evaluation report") -> str:
-    """The report page as a string."""
+                data: Mapping | None = None, title: str = "Evaluation report", training: Mapping | None = None) -> str:
+    """The report page as a string (``training``: the training run's executed config, for settings that the
+    evaluation config only references)."""
     m = metrics
     when = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     classes = ", ".join(_e(c) for c in m.get("classes", []))
@@ -266,7 +284,7 @@ def render_html(metrics: Mapping, config: Mapping | None = None, run_info: Mappi
         "<h2>Subgroups</h2>", _subgroups(m),
         "<h2>Uncertainty and referral</h2>", _uncertainty(m),
         "<h2>Most uncertain cases</h2>", _gallery(m),
-        "<h2>Run configuration</h2>", _config(config, run_info),
+        "<h2>Run configuration</h2>", _config(config, run_info, training),
         "<h2>Data</h2>", _data(data),
         "<h2>Files</h2><p><a href='metrics.json'>metrics.json</a> (every number above) &middot; "
         "<a href='per_case.csv'>per_case.csv</a> (one row per case)</p>",
@@ -276,6 +294,6 @@ def render_html(metrics: Mapping, config: Mapping | None = None, run_info: Mappi
 
 
 def write_html(path: str | os.PathLike, metrics: Mapping, config: Mapping | None = None, run_info: Mapping | None = None,
-               data: Mapping | None = None, title: str = "Evaluation report") -> Path:
+               data: Mapping | None = None, title: str = "Evaluation report", training: Mapping | None = None) -> Path:
     """Write :func:`render_html` to ``path`` (atomically)."""
-    return atomic_write_text(path, render_html(metrics, config, run_info, data, title))
+    return atomic_write_text(path, render_html(metrics, config, run_info, data, title, training))

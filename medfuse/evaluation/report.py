@@ -447,8 +447,11 @@ def evaluate_predictions(
         cfg = config if isinstance(config, Mapping) else _load_json(config)
         info = run_info if isinstance(run_info, Mapping) else _load_json(run_info)
         data = _data_summary(manifest)
+        training = None
+        if info and info.get("run_dir"):
+            training = _load_json(Path(info["run_dir"]) / "config.json")
         write_html(out / "index.html", metrics, config=cfg, run_info=info, data=data,
-                   title=title or f"Evaluation of {predictions_csv.name}")
+                   title=title or f"Evaluation of {predictions_csv.name}", training=training)
         metrics["files"]["html"] = "index.html"
     atomic_write_json(out / "metrics.json", _json_clean(metrics))
     if verbose:
