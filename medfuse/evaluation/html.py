@@ -224,9 +224,11 @@ def _gallery(m: Mapping) -> str:
     return f'<div class="gallery">{items}</div>{note}'
 
 
-_CONFIG_KEYS = ("bundle_name", "manifest", "eval_split", "image_size", "in_channels", "backbones", "taps", "hidden_size",
-                "num_heads", "fusion", "dropout_prob", "epochs", "batch_size", "learning_rate", "class_balance", "mc_samples",
-                "seed", "amp", "ckpt_path", "target_sensitivity")
+_CONFIG_KEYS = ("bundle_name", "manifest", "eval_split", "mc_samples", "seed", "image_size", "in_channels", "backbones",
+                "taps", "hidden_size", "num_heads", "fusion", "dropout_prob", "epochs", "batch_size", "learning_rate",
+                "weight_decay", "lr_schedule", "class_balance", "early_stop_patience", "target_sensitivity")
+#: settings that belong to the training run: taken from its executed config when it is known
+_TRAINING_KEYS = frozenset(_CONFIG_KEYS[5:])
 
 
 def _is_expression(v: Any) -> bool:
@@ -243,8 +245,10 @@ def _config(config: Mapping | None, run_info: Mapping | None, training: Mapping 
             if k not in config:
                 continue
             v, note = config[k], ""
-            if _is_expression(v) and training and k in training and not _is_expression(training[k]):
+            if training and k in training and not _is_expression(training[k]) and (k in _TRAINING_KEYS or _is_expression(v)):
                 v, note = training[k], " (training run)"
+            if _is_expression(v):
+                continue
             rows.append([_e(k), _e(json.dumps(v) if not isinstance(v, str) else v) + note])
         parts.append(_table(["setting", "value"], rows, left=2))
     if run_info:
