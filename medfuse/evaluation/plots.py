@@ -112,13 +112,13 @@ def _curve_plot(curves: Mapping[str, dict], path, kind: str, title: str, labels:
 
 
 def plot_roc(curves: Mapping[str, dict], path, labels: Mapping[str, str] | None = None,
-             title: str = "ROC curve (shaded: 95 % bootstrap band)") -> Path:
+             title: str = "ROC (shaded: 95 % bootstrap band)") -> Path:
     """ROC curves (``{name: curve_bands(..., "roc")}``) with their bands."""
     return _curve_plot(curves, path, "roc", title, labels or {})
 
 
 def plot_pr(curves: Mapping[str, dict], path, labels: Mapping[str, str] | None = None, prevalence=None,
-            title: str = "Precision-recall curve (shaded: 95 % bootstrap band)") -> Path:
+            title: str = "Precision-recall (shaded: 95 % bootstrap band)") -> Path:
     """Precision-recall curves with their bands; dotted lines mark the prevalence (a random model)."""
     return _curve_plot(curves, path, "pr", title, labels or {}, prevalence)
 

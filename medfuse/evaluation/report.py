@@ -502,8 +502,9 @@ def _figures(fig_dir: Path, y, probs, decision, correct, entropy, classes, multi
     figs["reliability"] = str(plots.plot_reliability(
         b, a, fig_dir / FIGURES["reliability"], xmin=0.0 if multilabel else (1.0 / len(classes) if classes else 0.0)).relative_to(fig_dir.parent))
     if not multilabel:
-        figs["confusion"] = str(plots.plot_confusion(metrics["confusion_matrix"], classes,
-                                                     fig_dir / FIGURES["confusion"]).relative_to(fig_dir.parent))
+        rule = metrics.get("decision", {}).get("rule", "")
+        figs["confusion"] = str(plots.plot_confusion(metrics["confusion_matrix"], classes, fig_dir / FIGURES["confusion"],
+                                                     title=f"Confusion matrix\n(decision: {rule})").relative_to(fig_dir.parent))
     figs["entropy"] = str(plots.plot_entropy(entropy, correct, fig_dir / FIGURES["entropy"]).relative_to(fig_dir.parent))
     figs["risk_coverage"] = str(plots.plot_risk_coverage(metrics["selective"], fig_dir / FIGURES["risk_coverage"]).relative_to(fig_dir.parent))
     if cam_dir is not None:
