@@ -48,7 +48,6 @@ from medfuse.evaluation.calibration import (
     decide,
     fit_calibration,
     load_calibration,
-    temperature_scale,
     uncalibrate,
 )
 from medfuse.evaluation.classification import (
