@@ -269,6 +269,7 @@ def evaluate_predictions(
         DataError: for unreadable or inconsistent inputs (the message names the file, column and row).
     """
     predictions_csv = Path(predictions_csv)
+    calibration = calibration or None  # "" (a bundle run with --calibration_file '') means none
     out = Path(out_dir) if out_dir is not None else predictions_csv.parent
     out.mkdir(parents=True, exist_ok=True)
     pred = read_predictions(predictions_csv, classes=classes)

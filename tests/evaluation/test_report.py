@@ -112,6 +112,8 @@ def test_calibration_already_applied_is_inverted_for_the_before_numbers(binary_f
                [[f"i{i}", y[i], f"{scaled[i, 0]:.8f}", f"{scaled[i, 1]:.8f}", ["normal", "pneumonia"][pred[i]]]
                 for i in range(len(y))])
     m = evaluate_predictions(f, tmp_path / "r", verbose=False, calibration=tmp_path / "calibration.json", n_boot=0, figures=False)
+    none = evaluate_predictions(f, tmp_path / "n", verbose=False, calibration="", n_boot=0, figures=False, html=False)
+    assert none["calibration"]["applied"] is False
     assert m["calibration"]["before"]["nll"] == pytest.approx(log_loss(y, raw), rel=1e-4)
     assert m["calibration"]["after"]["nll"] == pytest.approx(log_loss(y, scaled), rel=1e-4)
     assert m["accuracy"] == pytest.approx((pred == y).mean())
