@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "medmnist2manifest": "medmnist2manifest",
     "validate": "validate",
     "summary": "summary",
+    "evaluate": "evaluate",
     "export": "export",
     "zoo": "zoo",
 }

@@ -191,7 +191,9 @@ def step_evaluate(ctx: DemoContext) -> dict:
                      run_name="demo", num_workers=0, progress=False, mc_samples=20)
     m = res["metrics"]
     keep = {k: m[k] for k in ("n", "auc", "aupr", "accuracy") if k in m}
-    return {**keep, "metrics_json": res["eval_dir"] / "metrics.json", "predictions": res["predictions"]}
+    cal = res["run_dir"] / "calibration.json"
+    return {**keep, "metrics_json": res["eval_dir"] / "metrics.json", "predictions": res["predictions"],
+            "calibration": cal if cal.is_file() else "none (T = 1, argmax)", "report": res["eval_dir"] / "index.html"}
 
 
 def step_infer(ctx: DemoContext) -> dict:
@@ -375,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx.log(f"== medfuse demo done in {total:.1f} s; outputs under {ctx.out}")
     ctx.log(format_results(ctx.results, seconds))
     ctx.log(f"  summary: {summary_path}")
+    report = ctx.results.get("evaluate", {}).get("report")
+    if report:
+        ctx.log(f"  evaluation report: {report}")
     return 0
 
 

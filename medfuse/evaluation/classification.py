@@ -31,6 +31,10 @@ import numpy as np
 
 __all__ = [
     "binary_auc",
+    "threshold_for_sensitivity",
+    "binary_operating_point",
+    "decision_metrics",
+    "multilabel_metrics",
     "binary_average_precision",
     "confusion_matrix",
     "classification_metrics",
@@ -227,3 +231,135 @@ def format_metrics(metrics: dict, title: str | None = None) -> str:
     for name, row in zip(metrics["classes"], metrics["confusion_matrix"]):
         lines.append(f"{name:<{width}}  " + "".join(f"{v:>10}" for v in row))
     return "\n".join(lines)
+
+
+def _safe_div(a: float, b: float) -> float | None:
+    return float(a) / float(b) if b else None
+
+
+def threshold_for_sensitivity(y_true: Any, scores: Any, target: float = 0.9) -> float | None:
+    """The highest score threshold whose sensitivity (``score >= t`` called positive) reaches ``target``.
+
+    It is the ``ceil(target * P)``-th highest score of the P positive cases, so ties with it are
+    called positive too and the sensitivity reached is at least ``target``.
+
+    Returns:
+        the threshold, or ``None`` when ``y_true`` has no positive case.
+
+    Raises:
+        ValueError: when ``target`` is outside (0, 1].
+    """
+    if not 0.0 < float(target) <= 1.0:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    y = _as_1d(y_true).astype(bool)
+    s = _as_1d(scores, np.float64)
+    pos = np.sort(s[y])[::-1]
+    if pos.size == 0:
+        return None
+    k = int(math.ceil(float(target) * pos.size - 1e-9))
+    return float(pos[max(k, 1) - 1])
+
+
+def binary_operating_point(y_true: Any, pred: Any) -> dict:
+    """Counts and rates of binary decisions ``pred`` (1 = positive) against ``y_true``.
+
+    Returns:
+        ``{"tp", "fp", "tn", "fn", "sensitivity", "specificity", "ppv", "npv", "f1",
+        "accuracy", "balanced_accuracy"}``; a rate whose denominator is zero is ``None``.
+    """
+    y = _as_1d(y_true).astype(bool)
+    p = _as_1d(pred).astype(bool)
+    if y.shape != p.shape:
+        raise ValueError(f"y_true has {y.size} values but pred has {p.size}")
+    tp, fp = int((y & p).sum()), int((~y & p).sum())
+    tn, fn = int((~y & ~p).sum()), int((y & ~p).sum())
+    sens, spec = _safe_div(tp, tp + fn), _safe_div(tn, tn + fp)
+    ppv = _safe_div(tp, tp + fp)
+    f1 = _safe_div(2 * tp, 2 * tp + fp + fn)
+    bal = None if sens is None or spec is None else (sens + spec) / 2
+    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "sensitivity": sens, "specificity": spec, "ppv": ppv,
+            "npv": _safe_div(tn, tn + fn), "f1": f1, "accuracy": _safe_div(tp + tn, y.size), "balanced_accuracy": bal}
+
+
+def decision_metrics(y_true: Any, y_pred: Any, classes: Sequence[str]) -> dict:
+    """Metrics of single-label decisions (class indices): what depends on the chosen class only.
+
+    Returns:
+        ``{"accuracy", "balanced_accuracy" (mean recall over classes with cases), "f1_macro",
+        "confusion_matrix", "per_class": {name: {"support", "sensitivity", "specificity",
+        "ppv", "npv", "f1"}}}`` (one-vs-rest per class).
+    """
+    classes = [str(c) for c in classes]
+    y = _as_1d(y_true).astype(np.int64)
+    p = _as_1d(y_pred).astype(np.int64)
+    cm = confusion_matrix(y, p, len(classes))
+    per_class = {}
+    recalls, f1s = [], []
+    for k, name in enumerate(classes):
+        op = binary_operating_point(y == k, p == k)
+        per_class[name] = {"support": int((y == k).sum()), **{m: op[m] for m in ("sensitivity", "specificity", "ppv", "npv", "f1")}}
+        if op["sensitivity"] is not None:
+            recalls.append(op["sensitivity"])
+        # classes absent from both truth and prediction have no F1 (scikit-learn counts them as 0 with a warning)
+        if op["f1"] is not None:
+            f1s.append(op["f1"])
+    n = y.size
+    return {
+        "accuracy": float(np.trace(cm) / n) if n else None,
+        "balanced_accuracy": float(np.mean(recalls)) if recalls else None,
+        "f1_macro": float(np.mean(f1s)) if f1s else None,
+        "confusion_matrix": cm.tolist(),
+        "per_class": per_class,
+    }
+
+
+def multilabel_metrics(y_true: Any, probs: Any, classes: Sequence[str], thresholds: Sequence[float] | None = None) -> dict:
+    """Metrics of multi-label predictions: each class is its own binary problem.
+
+    Args:
+        y_true: (N, C) 0/1 targets; -1 marks an unknown cell, left out of that class.
+        probs: (N, C) independent class probabilities.
+        classes: the C class names.
+        thresholds: decision threshold per class; 0.5 each when ``None``.
+
+    Returns:
+        ``{"n", "classes", "auc", "aupr" (macro over defined classes), "auc_macro", "aupr_macro",
+        "accuracy" (exact match over fully known rows), "hamming_accuracy", "f1_macro",
+        "per_class": {name: {"auc", "aupr", "support", "threshold", sensitivity, specificity ...}}}``
+    """
+    classes = [str(c) for c in classes]
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    if y.shape != p.shape or p.ndim != 2 or p.shape[1] != len(classes):
+        raise ValueError(f"y_true {y.shape} and probs {p.shape} must both be (N, {len(classes)})")
+    thr = np.full(len(classes), 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    decided = p >= thr[None, :]
+    per_class, aucs, auprs, f1s = {}, [], [], []
+    for k, name in enumerate(classes):
+        known = y[:, k] >= 0
+        yk, pk = y[known, k].astype(bool), p[known, k]
+        auc, aupr = binary_auc(yk, pk), binary_average_precision(yk, pk)
+        op = binary_operating_point(yk, decided[known, k])
+        aucs.append(auc)
+        auprs.append(aupr)
+        if op["f1"] is not None:
+            f1s.append(op["f1"])
+        per_class[name] = {"auc": auc, "aupr": aupr, "support": int(yk.sum()), "n": int(known.sum()),
+                           "threshold": float(thr[k]), **op}
+    full = np.all(y >= 0, axis=1)
+    exact = np.all(decided[full] == y[full].astype(bool), axis=1)
+    known_cells = y >= 0
+    auc_macro, aupr_macro = _mean_defined(aucs), _mean_defined(auprs)
+    return {
+        "n": int(len(y)),
+        "classes": classes,
+        "positive_class": None,
+        "auc": auc_macro,
+        "aupr": aupr_macro,
+        "auc_macro": auc_macro,
+        "aupr_macro": aupr_macro,
+        "accuracy": float(exact.mean()) if exact.size else None,
+        "hamming_accuracy": float((decided == y.astype(bool))[known_cells].mean()) if known_cells.any() else None,
+        "f1_macro": float(np.mean(f1s)) if f1s else None,
+        "per_class": per_class,
+    }

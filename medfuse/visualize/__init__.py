@@ -8,6 +8,7 @@
 * :func:`overlay_cam`, :func:`save_overlay`: coloured overlays as arrays or side-by-side PNG files.
 """
 
-from .cam import CAM_METHODS, compute_cam, dilate_mask, overlay_cam, restrict_cam, save_overlay
+from .cam import CAM_METHODS, compute_cam, default_target_layer, dilate_mask, overlay_cam, restrict_cam, save_overlay
 
-__all__ = ["CAM_METHODS", "compute_cam", "dilate_mask", "overlay_cam", "restrict_cam", "save_overlay"]
+__all__ = ["CAM_METHODS", "compute_cam", "default_target_layer", "dilate_mask", "overlay_cam", "restrict_cam",
+           "save_overlay"]

@@ -41,7 +41,7 @@ from monai.utils import convert_to_tensor
 from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.class_activation_maps import ModelWithHooks
 
-__all__ = ["CAM_METHODS", "compute_cam", "dilate_mask", "restrict_cam", "overlay_cam", "save_overlay"]
+__all__ = ["CAM_METHODS", "compute_cam", "default_target_layer", "dilate_mask", "restrict_cam", "overlay_cam", "save_overlay"]
 
 #: Names accepted by ``compute_cam(method=...)``.
 CAM_METHODS = ("gradcam", "gradcam++")
@@ -195,6 +195,29 @@ def restrict_cam(cam: torch.Tensor, mask: Any, dilate: int = 0) -> torch.Tensor:
     return _normalise(cam.float() * m)
 
 
+def default_target_layer(model: nn.Module) -> str:
+    """The layer a CAM of ``model`` explains when none is named (``target_layer="auto"``).
+
+    In order: the model's own ``cam_target_layer`` attribute (a submodule name); ``"refine"`` (the CBAM output of
+    :class:`~medfuse.networks.nets.DualCrossAttentionNet`); the last convolution of the model, which for any
+    convolutional classifier (MONAI ResNet, DenseNet, EfficientNet, a U-Net encoder) is the deepest feature map
+    that still has a spatial layout.
+
+    Raises:
+        ValueError: when the model has none of these (e.g. a pure transformer).
+    """
+    names = dict(model.named_modules())
+    own = getattr(model, "cam_target_layer", None)
+    if isinstance(own, str) and own in names:
+        return own
+    if "refine" in names:
+        return "refine"
+    convs = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)) and n]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no convolution to explain; pass target_layer= by name")
+    return convs[-1]
+
+
 def _module_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -229,8 +252,8 @@ def compute_cam(
     Args:
         model: a classifier returning logits ``(B, K)``.
         images: ``(B, C, H, W)`` (a MetaTensor is fine); moved to the model's device.
-        target_layer: name of the submodule (``model.named_modules()``) whose output is explained.
-            Defaults to ``"refine"``.
+        target_layer: name of the submodule (``model.named_modules()``) whose output is explained, or
+            ``"auto"`` (:func:`default_target_layer`: works for any convolutional classifier). Defaults to ``"refine"``.
         class_index: the class explained: ``None`` for each image's predicted class (argmax of the logits), an
             int for the same class in every image, or one int per image. Defaults to None.
         method: ``"gradcam"`` or ``"gradcam++"``. Defaults to ``"gradcam"``.
@@ -261,6 +284,8 @@ def compute_cam(
     name = _METHOD_ALIASES.get(str(method).lower())
     if name is None:
         raise ValueError(f"method must be one of {list(CAM_METHODS)}, got {method!r}")
+    if target_layer == "auto":
+        target_layer = default_target_layer(model)
     if not isinstance(target_layer, str) or target_layer not in dict(model.named_modules()):
         hint = [n for n, _ in model.named_modules() if n and isinstance(target_layer, str) and n.endswith(target_layer)]
         raise ValueError(

@@ -94,6 +94,9 @@ class CAMWriter:
         alpha: overlay weight. Defaults to 0.4.
         colormap: matplotlib colormap. Defaults to ``"jet"``.
         index_name: file name of the index. Defaults to ``"index.csv"``.
+        calibration: a ``calibration.json`` (path or dictionary): the explained class is the decision
+            after temperature scaling and the validated threshold (the ``pred`` of ``predictions.csv``),
+            and the caption shows the calibrated probability. ``None``: the arg-max.
 
     Raises:
         ValueError: for an unknown ``method`` or a negative ``dilate``.
@@ -115,6 +118,7 @@ class CAMWriter:
         alpha: float = 0.4,
         colormap: str = "jet",
         index_name: str = "index.csv",
+        calibration: Any = None,
     ) -> None:
         if str(method).lower() not in ("gradcam", "grad-cam", "gradcam++", "gradcampp", "grad-cam++"):
             raise ValueError(f"method must be 'gradcam' or 'gradcam++', got {method!r}")
@@ -134,6 +138,9 @@ class CAMWriter:
         self.alpha = float(alpha)
         self.colormap = colormap
         self.index_name = index_name
+        from medfuse.evaluation.calibration import load_calibration
+
+        self.calibration = load_calibration(calibration or None, self.classes)
         self.rows: list[dict] = []
         self._names: set[str] = set()
 
@@ -238,7 +245,14 @@ class CAMWriter:
             return
         images = torch.stack([torch.as_tensor(it["image"]).detach() for it in items])
         probs = [torch.as_tensor(it["probs"]).detach().float().cpu().reshape(-1) for it in items]
-        preds = [int(p.argmax()) for p in probs]
+        if self.calibration is not None:
+            from medfuse.evaluation.calibration import apply_calibration
+
+            scaled, decided = apply_calibration(torch.stack(probs).numpy(), self.calibration)
+            probs = [torch.as_tensor(p, dtype=torch.float32) for p in scaled]
+            preds = [int(d) for d in decided]
+        else:
+            preds = [int(p.argmax()) for p in probs]
         masks = None
         if self.mask_key and any(it["mask"] is not None for it in items):
             # an item without a mask gets a full one, which leaves its CAM unrestricted

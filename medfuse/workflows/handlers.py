@@ -174,6 +174,11 @@ class PredictionWriter:
             :mod:`medfuse.workflows.data`; the ``filename_or_obj`` meta of ``image`` otherwise).
         extra_keys: item keys written as extra columns (for example ``patient_id``) when the
             items carry them.
+        calibration: a ``calibration.json`` (path or dictionary; see
+            :mod:`medfuse.evaluation.calibration`): the probabilities are temperature-scaled and
+            ``pred`` follows its validated threshold (the entropy is recomputed from the scaled
+            probabilities; the mutual information is kept as measured). ``None`` or ``""``: no
+            calibration (T = 1, arg-max), which is logged.
     """
 
     def __init__(
@@ -185,9 +190,14 @@ class PredictionWriter:
         pred_key: str = "pred",
         label_key: str = "label",
         extra_keys: Sequence[str] = (),
+        calibration: Any = None,
     ) -> None:
+        from medfuse.evaluation.calibration import load_calibration
+
         self.output_dir = Path(output_dir)
         self.classes = [str(c) for c in classes]
+        self.calibration_source = calibration if isinstance(calibration, (str, os.PathLike)) and calibration else None
+        self.calibration = load_calibration(calibration or None, self.classes)
         self.filename = filename
         self.image_key = image_key
         self.pred_key = pred_key
@@ -261,15 +271,28 @@ class PredictionWriter:
         has_mi = bool(rows) and all("mutual_info" in r for r in rows)
         has_entropy = bool(rows) and all("entropy" in r for r in rows)
         probs = np.stack([r["probs"] for r in rows]) if rows else np.zeros((0, len(self.classes)))
+        pred = None
+        entropy = [r["entropy"] for r in rows] if has_entropy else None
+        if self.calibration is not None:
+            from medfuse.evaluation.calibration import apply_calibration
+
+            probs, pred = apply_calibration(probs, self.calibration)
+            entropy = None  # recomputed from the temperature-scaled probabilities
+            logger.info("predictions calibrated with %s: T=%.4g, decision %s", self.calibration_source or "the given calibration",
+                        float(self.calibration["temperature"]), self.calibration["decision"])
+        else:
+            logger.warning("no calibration.json beside the checkpoint: probabilities are not temperature-scaled (T=1) "
+                           "and pred is the arg-max")
         self.path = write_predictions(
             self.output_dir / self.filename,
             [r["image"] for r in rows],
             probs,
             self.classes,
             labels=[r["label"] for r in rows] if has_label else None,
-            entropy=[r["entropy"] for r in rows] if has_entropy else None,
+            entropy=entropy,
             mutual_info=[r["mutual_info"] for r in rows] if has_mi else None,
             extra={k: [r.get(k, "") for r in rows] for k in self.extra_keys if any(k in r for r in rows)},
+            pred=pred,
         )
         logger.info("wrote %d predictions to %s", len(rows), self.path)
         return self.path

@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
-from medfuse.evaluation import classification_metrics, read_predictions
+from medfuse.evaluation import classification_metrics, decision_metrics, read_predictions
 from tests.bundles.helpers import SCHEMA, configs, run_workflow, tiny_overrides, without_architecture
 
 BUNDLE = "cxr_dual_cross_attention"
@@ -97,8 +97,10 @@ def test_evaluate(trained):
     assert header[:7] == ["image", "label", "prob_normal", "prob_opacity", "pred", "entropy", "mutual_info"]
     assert {"patient_id", "view", "sex"} <= set(header)
     pred = read_predictions(ev / "predictions.csv")
-    again = classification_metrics(pred["labels"], pred["probs"], pred["classes"])
+    # accuracy and confusion matrix are those of the decision in force (pred: the validated threshold)
+    again = decision_metrics(pred["labels"], pred["pred"], pred["classes"])
     assert again["accuracy"] == metrics["accuracy"] and again["confusion_matrix"] == metrics["confusion_matrix"]
+    assert classification_metrics(pred["labels"], pred["probs"], pred["classes"])["auc"] == metrics["auc"]
     assert json.loads((ev / "run_info.json").read_text())["checkpoint"] == str(trained["run_dir"] / "model.pt")
 
 

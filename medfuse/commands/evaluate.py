@@ -1,0 +1,124 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""``medfuse evaluate --predictions P.csv --out DIR``: the evaluation report for predictions made by any tool.
+
+``P.csv`` holds one row per case: a ``label`` column (class name or index; multi-label files have
+``label_<class>`` 0/1 columns instead), one ``prob_<class>`` column per class, and optionally
+``image``, ``pred``, ``entropy``, ``mutual_info`` and grouping columns (``view``, ``sex``, ``age``,
+``manufacturer``, ``site`` ...). ``--classes a,b,c`` fixes the class order, and names the classes
+when the header calls them ``prob_0``, ``prob_1`` ... With ``--validation V.csv`` (same format,
+validation cases) the temperature and the operating threshold are fitted on V and applied to P;
+with ``--calibration calibration.json`` a fitted calibration is applied. Writes ``metrics.json``,
+``per_case.csv``, ``figures/*.png`` and ``index.html`` into ``DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from medfuse.cli import run_command
+
+__all__ = ["HELP", "build_parser", "main"]
+
+HELP = "evaluation report (metrics with CIs, calibration, subgroups, uncertainty, figures, HTML) of a predictions CSV"
+
+
+def _classes(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if len(names) < 2:
+        raise argparse.ArgumentTypeError(f"--classes needs at least two comma-separated names, got {text!r}")
+    return names
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return v
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return v
+
+
+def build_parser(prog: str = "medfuse evaluate") -> argparse.ArgumentParser:
+    """Options of ``medfuse evaluate``."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=HELP + ". Columns: label (or label_<class> 0/1 for multi-label), prob_<class> per class; optional "
+        "image, pred, entropy, mutual_info and grouping columns (view, sex, age, manufacturer, site ...).",
+    )
+    p.add_argument("--predictions", required=True, metavar="P.csv", help="predictions to evaluate (test cases)")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder (created)")
+    p.add_argument("--classes", type=_classes, default=None, metavar="A,B,C",
+                   help="class order; names the classes when the header has prob_0, prob_1 ... columns")
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument("--validation", default=None, metavar="V.csv",
+                     help="validation predictions (same format): temperature and threshold are fitted on them")
+    cal.add_argument("--calibration", default=None, metavar="calibration.json",
+                     help="apply a fitted calibration (e.g. <run_dir>/calibration.json) to the probabilities of P.csv")
+    p.add_argument("--target-sensitivity", type=_fraction, default=0.9, metavar="S",
+                   help="sensitivity the validated threshold must reach (default 0.9; with --validation)")
+    p.add_argument("--positive-class", default=None, metavar="NAME",
+                   help="positive class of a two-class task (default: the second class)")
+    p.add_argument("--bootstrap", type=_count, default=1000, metavar="N",
+                   help="bootstrap resamples for the 95%% intervals (default 1000; 0 = none)")
+    p.add_argument("--seed", type=_count, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--bins", type=_count, default=15, metavar="B", help="calibration bins (default 15)")
+    p.add_argument("--manifest", default=None, metavar="M.json", help="manifest summarised in the report (optional)")
+    p.add_argument("--cam-dir", default=None, metavar="DIR",
+                   help="folder with CAM overlays and their index.csv, shown as the gallery (optional)")
+    p.add_argument("--title", default=None, help="report title")
+    p.add_argument("--no-figures", action="store_true", help="metrics.json and per_case.csv only (no PNG, no HTML)")
+    p.add_argument("--quiet", action="store_true", help="print only the report path")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from medfuse.errors import DataError
+    from medfuse.evaluation.report import evaluate_predictions
+
+    for opt, path in (("--predictions", args.predictions), ("--validation", args.validation),
+                      ("--calibration", args.calibration), ("--manifest", args.manifest)):
+        if path is not None and not Path(path).is_file():
+            raise DataError(f"{path}: file not found (given as {opt}); check the path")
+    if args.bins < 1:
+        raise DataError("--bins must be at least 1")
+    evaluate_predictions(
+        args.predictions,
+        args.out,
+        verbose=not args.quiet,
+        classes=args.classes,
+        validation_csv=args.validation,
+        calibration=args.calibration,
+        calibration_applied=False,
+        target_sensitivity=args.target_sensitivity,
+        positive_class=args.positive_class,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        n_bins=args.bins,
+        manifest=args.manifest,
+        cam_dir=args.cam_dir,
+        title=args.title,
+        figures=not args.no_figures,
+        html=not args.no_figures,
+    )
+    if args.quiet:
+        print(Path(args.out) / ("metrics.json" if args.no_figures else "index.html"))
+    return 0
+
+
+def main(argv=None) -> int:
+    """Run ``medfuse evaluate`` with ``argv`` (default: ``sys.argv[1:]``)."""
+    return run_command("medfuse evaluate", _run, build_parser(), argv)

@@ -1,0 +1,202 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Seeded, stratified bootstrap confidence intervals for AUC, AUPR and accuracy.
+
+Each resample draws, within every stratum (the true class; the label pattern for multi-label
+data), as many cases with replacement as the stratum holds, so every resample keeps the class
+counts of the data and AUC / AUPR stay defined. The interval is the percentile interval of
+the resampled values (2.5th and 97.5th percentiles for 95 %).
+
+The statistics are computed for all resamples at once (numpy along the resample axis, in
+chunks that keep memory near 16 M values) from one sort per resample and class: AUC as the
+Mann-Whitney statistic with ties counted half, AUPR as the step-wise average precision with
+tied scores entering together, exactly as :mod:`medfuse.evaluation.classification` computes
+them on the full data. 1000 resamples of 1000 cases take well under a second on a laptop core
+(see ``benchmarks/evaluation_bootstrap.py``).
+
+Example::
+
+    >>> ci = bootstrap_metrics(y, probs, classes=["normal", "pneumonia"], n_boot=1000, seed=0)
+    >>> ci["auc"]  # {"low": ..., "high": ..., "level": 0.95, "n_boot": 1000}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["stratified_indices", "resampled_auc_ap", "resampled_auc", "resampled_average_precision", "percentile_interval",
+           "bootstrap_metrics"]
+
+_CHUNK_VALUES = 4_000_000
+
+
+def stratified_indices(strata: Any, n_boot: int, seed: int = 0) -> np.ndarray:
+    """``(n_boot, N)`` row indices: each row resamples every stratum with replacement, keeping its size.
+
+    Args:
+        strata: (N,) stratum of each case (any hashable values; rows of a 2-D array are one stratum each).
+        n_boot: number of resamples.
+        seed: seed of the numpy generator (the same seed gives the same resamples).
+    """
+    s = np.asarray(strata)
+    if s.ndim > 1:
+        _, s = np.unique(s.reshape(len(s), -1), axis=0, return_inverse=True)
+    _, codes = np.unique(s.reshape(-1), return_inverse=True)
+    codes = codes.reshape(-1)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(int(codes.max()) + 1 if codes.size else 0):
+        members = np.flatnonzero(codes == k)
+        parts.append(members[rng.integers(0, members.size, size=(int(n_boot), members.size))])
+    if not parts:
+        return np.zeros((int(n_boot), 0), dtype=np.int64)
+    return np.concatenate(parts, axis=1)
+
+
+def resampled_auc_ap(target: np.ndarray, scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC AUC and average precision of each resample ``idx[b]`` from one sort per resample.
+
+    With the resample's scores sorted from high to low and ``fp_before`` / ``fp_through`` the negatives
+    scoring above / at or above a case, a positive contributes ``n_neg - fp_through`` negatives
+    it beats plus half of the ``fp_through - fp_before`` it ties (the Mann-Whitney AUC with average
+    ranks), and the precision at the end of its run of tied scores (the step-wise AP).
+
+    Returns:
+        ``(auc, ap)``, each ``(B,)``; NaN where a resample lacks positives (both) or negatives (AUC).
+    """
+    auc = np.full(idx.shape[0], np.nan)
+    ap = np.full(idx.shape[0], np.nan)
+    n = idx.shape[1]
+    if n == 0:
+        return auc, ap
+    step = max(1, _CHUNK_VALUES // n)
+    positions = np.arange(n)[None, :]
+    for a in range(0, idx.shape[0], step):
+        block = idx[a:a + step]
+        s = scores[block]
+        order = np.argsort(-s, axis=1, kind="stable")
+        s_sorted = np.take_along_axis(s, order, axis=1)
+        y_sorted = np.take_along_axis(target[block].astype(bool), order, axis=1)
+        tp = np.cumsum(y_sorted, axis=1)
+        fp = (positions + 1) - tp
+        last = np.ones_like(s_sorted, dtype=bool)
+        last[:, :-1] = s_sorted[:, 1:] != s_sorted[:, :-1]
+        first = np.ones_like(s_sorted, dtype=bool)
+        first[:, 1:] = last[:, :-1]
+        # index of the last / first member of each case's run of tied scores
+        end = np.minimum.accumulate(np.where(last, positions, n)[:, ::-1], axis=1)[:, ::-1]
+        start = np.maximum.accumulate(np.where(first, positions, 0), axis=1)
+        fp_through = np.take_along_axis(fp, end, axis=1)
+        fp_at_start = np.take_along_axis(fp, start, axis=1)
+        neg_at_start = ~np.take_along_axis(y_sorted, start, axis=1)
+        fp_before = fp_at_start - neg_at_start
+        n_pos = y_sorted.sum(1).astype(np.float64)
+        n_neg = n - n_pos
+        wins = ((n_neg[:, None] - fp_through) + 0.5 * (fp_through - fp_before)) * y_sorted
+        precision_at_end = np.take_along_axis(tp, end, axis=1) / (end + 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc[a:a + step] = np.where((n_pos > 0) & (n_neg > 0), wins.sum(1) / (n_pos * n_neg), np.nan)
+            ap[a:a + step] = np.where(n_pos > 0, (precision_at_end * y_sorted).sum(1) / n_pos, np.nan)
+    return auc, ap
+
+
+def resampled_auc(target: np.ndarray, scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """ROC AUC of each resample ``idx[b]`` (``(B,)``; NaN where a resample lacks positives or negatives)."""
+    return resampled_auc_ap(target, scores, idx)[0]
+
+
+def resampled_average_precision(target: np.ndarray, scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Average precision of each resample (``(B,)``; NaN where a resample has no positive)."""
+    return resampled_auc_ap(target, scores, idx)[1]
+
+
+def percentile_interval(values: Any, level: float = 0.95) -> dict:
+    """``{"low", "high", "level", "n_boot", "n_defined"}`` of the finite ``values`` (``None`` bounds when none)."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = v[np.isfinite(v)]
+    alpha = (1.0 - float(level)) / 2.0
+    if ok.size == 0:
+        low = high = None
+    else:
+        low, high = (float(x) for x in np.percentile(ok, [100 * alpha, 100 * (1 - alpha)]))
+    return {"low": low, "high": high, "level": float(level), "n_boot": int(v.size), "n_defined": int(ok.size)}
+
+
+def bootstrap_metrics(
+    y_true: Any,
+    probs: Any,
+    classes: Sequence[str],
+    pred: Any | None = None,
+    multilabel: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Bootstrap intervals of AUC and AUPR (per class, macro, summary) and accuracy.
+
+    Args:
+        y_true: (N,) class indices, or (N, C) 0/1 for multi-label (rows with unknown cells
+            should be removed before).
+        probs: (N, C) probabilities.
+        classes: the C class names.
+        pred: the decisions whose accuracy is bootstrapped: (N,) class indices, or (N, C) 0/1 for
+            multi-label (exact-match accuracy); the arg-max (0.5 per class) when ``None``.
+        multilabel: the task is multi-label.
+        n_boot: resamples. Defaults to 1000.
+        seed: seed. Defaults to 0.
+        level: interval level. Defaults to 0.95.
+
+    Returns:
+        ``{"auc": ci, "aupr": ci, "accuracy": ci, "auc_macro": ci, "aupr_macro": ci,
+        "per_class": {name: {"auc": ci, "aupr": ci}}, "method": ..., "seed", "n_boot"}`` where
+        ``ci`` is :func:`percentile_interval` output. ``auc`` / ``aupr`` follow
+        :func:`~medfuse.evaluation.classification.classification_metrics`: the positive class
+        (index 1) for two single-label classes, the macro mean otherwise.
+    """
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    classes = [str(c) for c in classes]
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true)
+    n, c = p.shape
+    if multilabel:
+        targets = y.astype(bool)
+        decided = (p >= 0.5) if pred is None else np.asarray(pred).astype(bool)
+        correct = np.all(decided == targets, axis=1)
+    else:
+        y = y.astype(np.int64).reshape(-1)
+        targets = np.stack([y == k for k in range(c)], axis=1)
+        decided = p.argmax(1) if pred is None else np.asarray(pred).astype(np.int64).reshape(-1)
+        correct = decided == y
+    idx = stratified_indices(y, n_boot, seed) if n else np.zeros((int(n_boot), 0), dtype=np.int64)
+    per_class, auc_rows, aupr_rows = {}, [], []
+    for k, name in enumerate(classes):
+        auc, aupr = resampled_auc_ap(targets[:, k], p[:, k], idx)
+        per_class[name] = {"auc": percentile_interval(auc, level), "aupr": percentile_interval(aupr, level)}
+        auc_rows.append(auc)
+        aupr_rows.append(aupr)
+
+    def _macro(rows):
+        arr = np.stack(rows)
+        defined = np.isfinite(arr).any(axis=1)  # stratification fixes which classes are defined
+        if not defined.any():
+            return np.full(arr.shape[1], np.nan)
+        return np.nanmean(arr[defined], axis=0)
+
+    auc_macro, aupr_macro = _macro(auc_rows), _macro(aupr_rows)
+    binary = not multilabel and c == 2
+    acc = correct[idx].mean(1) if n else np.full(int(n_boot), np.nan)
+    return {
+        "auc": percentile_interval(auc_rows[1] if binary else auc_macro, level),
+        "aupr": percentile_interval(aupr_rows[1] if binary else aupr_macro, level),
+        "auc_macro": percentile_interval(auc_macro, level),
+        "aupr_macro": percentile_interval(aupr_macro, level),
+        "accuracy": percentile_interval(acc, level),
+        "per_class": per_class,
+        "method": "percentile bootstrap, resampling within each true class (label pattern for multi-label)",
+        "seed": int(seed),
+        "n_boot": int(n_boot),
+        "level": float(level),
+    }

@@ -1,0 +1,85 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Stratified, seeded bootstrap: resamples, vectorised AUC / AP against the per-resample values, intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from medfuse.evaluation import binary_auc, binary_average_precision, bootstrap_metrics, stratified_indices
+from medfuse.evaluation.bootstrap import percentile_interval, resampled_auc, resampled_average_precision
+
+
+def _data(seed=0, n=300, c=2):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    logits = rng.normal(0, 1, (n, c))
+    logits[np.arange(n), y] += 1.0
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return y, np.round(p, 2)  # rounding makes ties
+
+
+def test_stratified_indices_keep_class_counts_and_are_seeded():
+    y = np.array([0] * 7 + [1] * 3 + [2] * 5)
+    idx = stratified_indices(y, 50, seed=3)
+    assert idx.shape == (50, 15)
+    for row in idx:
+        np.testing.assert_array_equal(np.bincount(y[row], minlength=3), [7, 3, 5])
+    np.testing.assert_array_equal(idx, stratified_indices(y, 50, seed=3))
+    assert not np.array_equal(idx, stratified_indices(y, 50, seed=4))
+
+
+def test_vectorised_values_equal_direct_computation():
+    y, p = _data()
+    idx = stratified_indices(y, 40, seed=0)
+    auc = resampled_auc(y == 1, p[:, 1], idx)
+    ap = resampled_average_precision(y == 1, p[:, 1], idx)
+    for b in range(40):
+        yy, ss = y[idx[b]] == 1, p[idx[b], 1]
+        assert auc[b] == pytest.approx(binary_auc(yy, ss), abs=1e-12)
+        assert auc[b] == pytest.approx(roc_auc_score(yy, ss), abs=1e-12)
+        assert ap[b] == pytest.approx(binary_average_precision(yy, ss), abs=1e-12)
+        assert ap[b] == pytest.approx(average_precision_score(yy, ss), abs=1e-12)
+
+
+def test_intervals_contain_estimate_and_are_reproducible():
+    y, p = _data(1, 400, 3)
+    ci = bootstrap_metrics(y, p, ["a", "b", "c"], n_boot=300, seed=7)
+    again = bootstrap_metrics(y, p, ["a", "b", "c"], n_boot=300, seed=7)
+    assert ci == again
+    macro = np.mean([roc_auc_score(y == k, p[:, k]) for k in range(3)])
+    assert ci["auc"]["low"] < macro < ci["auc"]["high"]
+    acc = float((p.argmax(1) == y).mean())
+    assert ci["accuracy"]["low"] <= acc <= ci["accuracy"]["high"]
+    assert ci["auc"]["n_boot"] == 300 and ci["auc"]["n_defined"] == 300
+    assert ci["per_class"]["b"]["aupr"]["low"] < ci["per_class"]["b"]["aupr"]["high"]
+
+
+def test_perfect_scores_give_a_degenerate_interval_and_missing_class_gives_none():
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.1, 0.9]])
+    ci = bootstrap_metrics(y, p, ["n", "p"], n_boot=100, seed=0)
+    assert ci["auc"]["low"] == 1.0 and ci["auc"]["high"] == 1.0
+    # no case of class 2: its AUC interval is undefined, the macro uses the other classes
+    p3 = np.c_[p * 0.9, np.full(5, 0.1)]
+    ci3 = bootstrap_metrics(y, p3, ["n", "p", "none"], n_boot=50, seed=0)
+    assert ci3["per_class"]["none"]["auc"]["low"] is None and ci3["per_class"]["none"]["auc"]["n_defined"] == 0
+    assert ci3["auc_macro"]["low"] == 1.0
+
+
+def test_percentile_interval_and_bad_arguments():
+    pi = percentile_interval(np.arange(101, dtype=float))
+    assert pi["low"] == pytest.approx(2.5) and pi["high"] == pytest.approx(97.5)
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_metrics([0, 1], [[0.5, 0.5], [0.5, 0.5]], ["a", "b"], n_boot=0)
+
+
+def test_multilabel_bootstrap():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, (120, 2))
+    p = np.clip(0.5 * y + 0.5 * rng.random((120, 2)), 0, 1)
+    ci = bootstrap_metrics(y, p, ["x", "y"], multilabel=True, n_boot=100, seed=0)
+    est = roc_auc_score(y, p, average="macro")
+    assert ci["auc"]["low"] <= est <= ci["auc"]["high"]
