@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,7 @@ def test_torchrun_multi_gpu_config_on_cpu(demo_data, tmp_path):
     rows = (run / "log.jsonl").read_text().splitlines()
     assert len(rows) == 2  # written by rank 0 only
     assert (run / "model.pt").is_file()
+    # rank 0 alone fits the calibration, on the whole validation split, after training
+    assert json.loads((run / "calibration.json").read_text())["temperature"] > 0
+    n_val = len(json.loads(Path(demo_data["cxr"]).read_text())["validation"])
+    assert len((run / "validation_predictions.csv").read_text().splitlines()) == n_val + 1
