@@ -107,11 +107,16 @@ def test_every_bundle_exports(bundle, trained_run, schema, tmp_path):
 
 @pytest.fixture(scope="module")
 def cxr_weights(trained_run, tmp_path_factory):
-    """The tiny CXR run, copied with a calibration.json beside model.pt (as the evaluation layer writes it)."""
+    """The tiny CXR run, copied; its train workflow wrote calibration.json beside model.pt.
+
+    The temperature is set to a marker value (1.25) so the tests can follow the file into the zoo.
+    """
     src = trained_run(CXR)
     run = tmp_path_factory.mktemp("cxr_run") / "tiny"
     shutil.copytree(src, run)
-    (run / "calibration.json").write_text(json.dumps({"temperature": 1.25, "threshold": 0.4}, indent=4))
+    calibration = json.loads((run / "calibration.json").read_text())
+    calibration["temperature"] = 1.25
+    (run / "calibration.json").write_text(json.dumps(calibration, indent=4))
     return run / "model.pt"
 
 
