@@ -215,6 +215,12 @@ def _dup_rank(rec: dict[str, Any]) -> tuple:
     return (lossy, is_lossy_transfer_syntax(ts), lossless_copy, rec["path"])
 
 
+def _describe_copy(rec: dict[str, Any]) -> str:
+    ts = rec.get("transfer_syntax_uid") or ""
+    history = "lossy compressed" if _dup_rank(rec)[0] else "never lossy compressed"
+    return f"{sop_class_name(ts)}, {history}"
+
+
 def _select(rec: dict[str, Any], opts: dict[str, Any]) -> tuple[str, str] | None:
     """The exclusion ``(reason, detail)`` of a scanned record before duplicates, or ``None``."""
     if rec.get("reason"):
@@ -435,9 +441,8 @@ def dicom_to_manifest(
             kept.append(rec)
         else:
             decided[rec["path"]] = ("duplicate_sop_instance", (
-                f"same SOP Instance UID as {best['path']} (kept: "
-                f"{'lossy' if _dup_rank(best)[0] else 'not lossy-compressed'}, {best.get('transfer_syntax_uid')}); "
-                f"this copy: {rec.get('transfer_syntax_uid')}{', lossy' if _dup_rank(rec)[0] else ''}"
+                f"same SOP Instance UID as the kept file {best['path']} ({_describe_copy(best)}); "
+                f"this copy: {_describe_copy(rec)}"
             ))
     # labels
     label_names: dict[str, str] = {}
@@ -510,10 +515,10 @@ def dicom_to_manifest(
     report.timings["decode"] = time.perf_counter() - t0
 
     # 5. items, warnings
-    out_dir = paths["manifest"].parent.resolve()
+    out_dir = str(paths["manifest"].parent.resolve())
     items: list[dict] = []
     for rec in kept:
-        items.append(_item(rec, root, out_dir, patient_of[rec["path"]], label_names, class_list, decode_results, cache_root, keep_phi))
+        items.append(_item(rec, root_abs, out_dir, patient_of[rec["path"]], label_names, class_list, decode_results, cache_root, keep_phi))
         if rec["path"] in patient_warning:
             report.warn(rec["path"], *patient_warning[rec["path"]])
         if rec.get("phi_in_path"):
@@ -610,17 +615,18 @@ def _patient_pseudonym(rec: dict, salt: bytes) -> tuple[str, tuple[str, str] | N
         "missing_study_uid", "no PatientID and no StudyInstanceUID: the file is its own patient")
 
 
-def _rel(path: Path, out_dir: Path) -> str:
-    return os.path.relpath(path.resolve(), out_dir).replace(os.sep, "/")
+def _rel(path: str, out_dir: str) -> str:
+    """``path`` (absolute, already resolved) relative to ``out_dir``: string work only, no file system calls."""
+    return os.path.relpath(path, out_dir).replace(os.sep, "/")
 
 
 def _item(rec, root, out_dir, patient, label_names, class_list, decode_results, cache_root, keep_phi) -> dict:
-    dicom_path = root / rec["path"]
+    dicom_path = os.path.join(root, rec["path"])
     item: dict[str, Any] = {}
     cached = cache_root is not None and decode_results.get(rec["path"], {}).get("cache_path")
     if cached:
         res = decode_results[rec["path"]]
-        item["image"] = _rel(Path(res["cache_path"]), out_dir)
+        item["image"] = _rel(res["cache_path"], out_dir)
         item["source"] = _rel(dicom_path, out_dir)
     else:
         item["image"] = _rel(dicom_path, out_dir)

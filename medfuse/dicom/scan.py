@@ -49,6 +49,70 @@ def default_workers() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+# header fields read straight from the raw elements (converting them through pydicom's
+# DataElement machinery costs more than parsing the whole header)
+_TAGS = {
+    "SOPClassUID": 0x00080016,
+    "SOPInstanceUID": 0x00080018,
+    "AccessionNumber": 0x00080050,
+    "Modality": 0x00080060,
+    "PatientName": 0x00100010,
+    "PatientID": 0x00100020,
+    "BodyPartExamined": 0x00180015,
+    "ViewPosition": 0x00185101,
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+    "PhotometricInterpretation": 0x00280004,
+    "NumberOfFrames": 0x00280008,
+    "Rows": 0x00280010,
+    "Columns": 0x00280011,
+    "BitsStored": 0x00280101,
+    "BurnedInAnnotation": 0x00280301,
+    "WindowCenter": 0x00281050,
+    "WindowWidth": 0x00281051,
+    "LossyImageCompression": 0x00282110,
+}
+_US_TAGS = frozenset((0x00280010, 0x00280011, 0x00280101))
+
+
+class _Fields:
+    """Header values by keyword: raw bytes decoded directly, pydicom's conversion as the fallback."""
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.elements = getattr(ds, "_dict", {})
+
+    def raw(self, keyword: str):
+        elem = self.elements.get(_TAGS[keyword])
+        value = getattr(elem, "value", None)
+        if elem is None or getattr(elem, "is_raw", False) is False or not isinstance(value, bytes):
+            return None, elem is not None
+        return elem, True
+
+    def text(self, keyword: str) -> str:
+        elem, present = self.raw(keyword)
+        if not present:
+            return ""
+        if elem is not None and elem.VR not in ("SQ", "US", "SS", "UN") and max(elem.value, default=0) < 0x80:
+            return elem.value.decode("ascii").strip(" \x00")
+        return _text(self.ds, keyword)  # converted, non-ASCII (character set) or unusual VR
+
+    def number(self, keyword: str):
+        elem, present = self.raw(keyword)
+        if not present:
+            return None
+        if elem is not None and _TAGS[keyword] in _US_TAGS and elem.VR in ("US", None) and len(elem.value) >= 2:
+            return struct.unpack("<H" if elem.is_little_endian else ">H", elem.value[:2])[0]
+        if elem is not None and elem.VR in ("IS", "DS") and max(elem.value, default=0) < 0x80:
+            first = elem.value.decode("ascii").split("\\")[0].strip(" \x00")
+            try:
+                f = float(first)
+            except ValueError:
+                return None
+            return int(f) if f.is_integer() else f
+        return _number(self.ds, keyword)
+
+
 def _text(ds, keyword: str) -> str:
     value = ds.get(keyword)
     if value is None:
@@ -121,6 +185,21 @@ def _pixel_element(fp, size: int, little: bool, implicit: bool) -> tuple[str, st
     return "ok", ""
 
 
+_BLOCK = memoryview(bytearray(1 << 16))
+
+
+def _sha256_of(f) -> str:
+    """SHA-256 of an open file in 64 KiB blocks read into one reused buffer (stays in the CPU cache)."""
+    h = hashlib.sha256()
+    view = _BLOCK
+    while True:
+        n = f.readinto(view)
+        if not n:
+            break
+        h.update(view[:n])
+    return h.hexdigest()
+
+
 def scan_file(path: str, rel: str, options: dict[str, Any]) -> dict[str, Any]:
     """Read and check one file; return its record (see the module docstring).
 
@@ -148,19 +227,15 @@ def scan_file(path: str, rel: str, options: dict[str, Any]) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             if options.get("hash", True):
-                data = f.read()
-                digest = hashlib.sha256(data).hexdigest()
+                digest = _sha256_of(f)
                 rec["sha256"] = digest
                 expect = options.get("expect")
                 if expect is not None and expect[0] == digest:
                     old = dict(expect[1])
                     old.update(size=rec["size"], mtime_ns=rec["mtime_ns"])
                     return old
-                fp: Any = io.BytesIO(data)
-            else:
-                fp = f
-                data = None
-            _read_header(fp, rec, options)
+                f.seek(0)
+            _read_header(f, rec, options)
     except OSError as e:
         rec.update(reason="unreadable", detail=f"cannot read the file: {e.strerror or e}")
     return rec
@@ -195,15 +270,23 @@ def _read_header(fp, rec: dict[str, Any], options: dict[str, Any]) -> None:
     if trunc:
         rec.update(reason="truncated", detail=f"pydicom: {trunc[0][:200]}")
         return
+    end = _last_element_end(ds)
+    if end is not None and end > size:
+        rec.update(reason="truncated", detail=(
+            f"the file ({size} bytes) ends inside a header element that needs {end} bytes: the copy was cut short"))
+        return
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
     implicit, little = getattr(ds, "original_encoding", (None, None))
     if not ts:
         ts = "1.2.840.10008.1.2" if implicit is not False else ("1.2.840.10008.1.2.1" if little is not False else "1.2.840.10008.1.2.2")
     if len(ds) == 0:
-        rec.update(reason="corrupt_header", detail="no data elements could be read after the file meta group")
+        if kind == "part10":
+            rec.update(reason="truncated", detail=(
+                f"no data elements after the file meta information: the file ({size} bytes) was cut short"))
+        else:
+            rec.update(reason="corrupt_header", detail="no data elements could be read")
         return
-    sop_class = _text(ds, "SOPClassUID") or (str(meta.get("MediaStorageSOPClassUID", "") or "") if meta is not None else "")
     # pixel data: deflated files are inflated in memory by pydicom, so read them whole
     if ts in DEFLATED:
         try:
@@ -214,36 +297,43 @@ def _read_header(fp, rec: dict[str, Any], options: dict[str, Any]) -> None:
             pixel = ("truncated", f"cannot inflate the deflated data set ({type(e).__name__}: {e})")
     else:
         pixel = _pixel_element(fp, size, little is not False, implicit is not False)
+        if pixel[0] == "no_pixel_data" and end is not None and end < size and fp.tell() >= size:
+            pixel = ("truncated", f"{size - end} byte(s) after the last complete element do not form an element: "
+                     "the copy was cut short")
     rec["pixel"] = pixel[0]
     if pixel[1]:
         rec["pixel_detail"] = pixel[1]
     if messages:
         rec["warnings"] = sorted(set(m[:200] for m in messages))
     salt = options.get("salt", b"")
-    patient_id = _text(ds, "PatientID")
-    accession = _text(ds, "AccessionNumber")
+    fields = _Fields(ds)
+    text, number = fields.text, fields.number
+    patient_id = text("PatientID")
+    accession = text("AccessionNumber")
+    patient_name = text("PatientName")
     rec.update(
-        sop_class_uid=sop_class,
+        sop_class_uid=text("SOPClassUID")
+        or (str(meta.get("MediaStorageSOPClassUID", "") or "") if meta is not None else ""),
         transfer_syntax_uid=ts,
-        sop_uid=_text(ds, "SOPInstanceUID"),
-        study_uid=_text(ds, "StudyInstanceUID"),
-        series_uid=_text(ds, "SeriesInstanceUID"),
+        sop_uid=text("SOPInstanceUID"),
+        study_uid=text("StudyInstanceUID"),
+        series_uid=text("SeriesInstanceUID"),
         patient_key=keyed_hash(salt, patient_id) if patient_id else None,
         accession_key=keyed_hash(salt, accession) if accession else None,
-        modality=_text(ds, "Modality").upper(),
-        body_part=_text(ds, "BodyPartExamined").upper(),
-        view=_text(ds, "ViewPosition").upper(),
-        rows=_number(ds, "Rows"),
-        columns=_number(ds, "Columns"),
-        frames=_number(ds, "NumberOfFrames") or 1,
-        photometric=_text(ds, "PhotometricInterpretation").upper(),
-        window_center=_number(ds, "WindowCenter"),
-        window_width=_number(ds, "WindowWidth"),
-        bits_stored=_number(ds, "BitsStored"),
-        burned_in=_text(ds, "BurnedInAnnotation").upper(),
-        lossy=_text(ds, "LossyImageCompression") == "01",
+        modality=text("Modality").upper(),
+        body_part=text("BodyPartExamined").upper(),
+        view=text("ViewPosition").upper(),
+        rows=number("Rows"),
+        columns=number("Columns"),
+        frames=number("NumberOfFrames") or 1,
+        photometric=text("PhotometricInterpretation").upper(),
+        window_center=number("WindowCenter"),
+        window_width=number("WindowWidth"),
+        bits_stored=number("BitsStored"),
+        burned_in=text("BurnedInAnnotation").upper(),
+        lossy=text("LossyImageCompression") == "01",
     )
-    tokens = phi_tokens(str(ds.get("PatientName", "") or ""), patient_id, accession)
+    tokens = phi_tokens(patient_name, patient_id, accession)
     if tokens and path_mentions(rec["path"], tokens):
         rec["phi_in_path"] = True
     if options.get("keep_phi"):
@@ -253,6 +343,18 @@ def _read_header(fp, rec: dict[str, Any], options: dict[str, Any]) -> None:
             "birth_date": _text(ds, "PatientBirthDate"),
             "accession_number": accession,
         }
+
+
+def _last_element_end(ds) -> int | None:
+    """File offset just after the last top-level element's value (``None`` when unknown)."""
+    elements = getattr(ds, "_dict", None)
+    if not elements:
+        return None
+    raw = elements[max(elements)]
+    tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return None
+    return int(tell) + int(length)
 
 
 def scan_chunk(args: tuple[Sequence[tuple[str, str, Any]], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -344,8 +446,6 @@ def iter_files(root: str) -> Iterable[tuple[str, str]]:
         dirnames.sort()
         for name in filenames:
             full = os.path.join(dirpath, name)
-            if os.path.isdir(full):
-                continue
             out.append((full, os.path.relpath(full, root).replace(os.sep, "/")))
     out.sort(key=lambda t: t[1])
     return out
