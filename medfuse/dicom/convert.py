@@ -76,7 +76,7 @@ REASONS = (
     "undecodable_transfer_syntax",
 )
 #: Codes of the ``warnings`` list (included files with a problem that does not exclude them).
-WARNING_CODES = ("missing_patient_id", "missing_study_uid", "phi_in_path", "pydicom_warning", "dicomdir_missing_file")
+WARNING_CODES = ("missing_patient_id", "missing_study_uid", "phi_in_path", "pydicom_warning")
 STATE_VERSION = 1
 
 
@@ -273,8 +273,10 @@ def _dicomdir_hints(root: Path, records: Iterable[dict[str, Any]], present: set[
             report.notes.append(f"{rec['path']}: DICOMDIR not read as a hint ({type(e).__name__}: {e})")
             continue
         if missing:
-            report.warn(rec["path"], "dicomdir_missing_file",
-                        f"the DICOMDIR lists {len(missing)} file(s) not found in the folder, e.g. {missing[0]}")
+            report.notes.append(
+                f"{rec['path']}: the DICOMDIR lists {len(missing)} file(s) not found in the folder, e.g. {missing[0]} "
+                "(the folder itself was scanned; a DICOMDIR is only a hint)"
+            )
 
 
 def dicom_to_manifest(
