@@ -15,7 +15,7 @@ import numpy as np
 REASON_OF_INCLUDED = None  # expected "reason" of a file that ends up in the manifest
 
 
-def testdata(name: str) -> str:
+def pydicom_file(name: str) -> str:
     """Path of a pydicom test file (pydicom's own or pydicom-data's)."""
     from pydicom.data import get_testdata_file
 
@@ -114,14 +114,14 @@ def build_messy_folder(root: Path, shared_data: Path | None = None) -> dict[str,
         expected[rel] = reason
 
     # pydicom-data radiographs: RG1/RG3 in several transfer syntaxes; *_UNCI and *_J2KI share a SOP Instance UID
-    put("PACS/RG1/UNCR", testdata("RG1_UNCR.dcm"), None)
-    put("PACS/RG1/J2KR", testdata("RG1_J2KR.dcm"), None)
-    put("PACS/RG1/UNCI", testdata("RG1_UNCI.dcm"), None)  # lossy history, stored uncompressed: kept over J2KI
-    put("PACS/RG1/J2KI", testdata("RG1_J2KI.dcm"), "duplicate_sop_instance")
-    put("PACS/RG1/copy_of_uncr.dcm", testdata("RG1_UNCR.dcm"), "duplicate_sop_instance")
-    put("PACS/RG3/UNCR", testdata("RG3_UNCR.dcm"), None)
-    put("PACS/RG3/J2KI", testdata("RG3_J2KI.dcm"), "duplicate_sop_instance")
-    put("PACS/RG3/UNCI", testdata("RG3_UNCI.dcm"), None)
+    put("PACS/RG1/UNCR", pydicom_file("RG1_UNCR.dcm"), None)
+    put("PACS/RG1/J2KR", pydicom_file("RG1_J2KR.dcm"), None)
+    put("PACS/RG1/UNCI", pydicom_file("RG1_UNCI.dcm"), None)  # lossy history, stored uncompressed: kept over J2KI
+    put("PACS/RG1/J2KI", pydicom_file("RG1_J2KI.dcm"), "duplicate_sop_instance")
+    put("PACS/RG1/copy_of_uncr.dcm", pydicom_file("RG1_UNCR.dcm"), "duplicate_sop_instance")
+    put("PACS/RG3/UNCR", pydicom_file("RG3_UNCR.dcm"), None)
+    put("PACS/RG3/J2KI", pydicom_file("RG3_J2KI.dcm"), "duplicate_sop_instance")
+    put("PACS/RG3/UNCI", pydicom_file("RG3_UNCI.dcm"), None)
     # pydicom's own test files
     for name, reason in [
         ("CT_small.dcm", "modality_not_selected"),
@@ -138,9 +138,9 @@ def build_messy_folder(root: Path, shared_data: Path | None = None) -> dict[str,
         ("waveform_ecg.dcm", "non_image_sop_class"),
         ("OBXXXX1A_rle_2frame.dcm", "modality_not_selected"),  # multi-frame ultrasound
     ]:
-        put(f"misc/{Path(name).stem}", testdata(name), reason)
+        put(f"misc/{Path(name).stem}", pydicom_file(name), reason)
     # a DICOMDIR tree: the directory files are not images, the referenced CR/CT/MR files are scanned like any other
-    tree = Path(testdata("CT_small.dcm")).parent / "dicomdirtests"
+    tree = Path(pydicom_file("CT_small.dcm")).parent / "dicomdirtests"
     if tree.is_dir():
         for src in sorted(p for p in tree.rglob("*") if p.is_file()):
             rel = "cd/" + src.relative_to(tree).as_posix()
@@ -178,7 +178,7 @@ def build_messy_folder(root: Path, shared_data: Path | None = None) -> dict[str,
     expected["junk/export.dcm"] = "not_dicom"
     (junk / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(range(200)))
     expected["junk/.DS_Store"] = "not_dicom"
-    (junk / "cut_in_header").write_bytes(Path(testdata("RG1_UNCR.dcm")).read_bytes()[:700])
+    (junk / "cut_in_header").write_bytes(Path(pydicom_file("RG1_UNCR.dcm")).read_bytes()[:700])
     expected["junk/cut_in_header"] = "truncated"
     # files we make: each one hits one rule
     write_cr(root / "made/nopixels", "PAT010", with_pixels=False)
