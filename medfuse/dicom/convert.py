@@ -540,6 +540,11 @@ def dicom_to_manifest(
     t0 = time.perf_counter()
     splits = _assign_splits(items, labelled, fractions, seed, test_patients, salt_bytes, state.get("splits", {}), report)
     leaks = find_leakage(splits, keys=("patient_id", "sha256"))
+    if leaks and state.get("splits"):
+        raise DataError(
+            f"{paths['manifest']}: keeping the earlier split assignments would put one patient or one identical "
+            f"image in two splits ({leaks[0]}); write a new manifest without --update"
+        )
     assert not leaks, f"patient-level split violated: {leaks[:3]}"
     report.timings["split"] = time.perf_counter() - t0
 
@@ -675,15 +680,20 @@ def _assign_splits(items, labelled, fractions, seed, test_patients, salt, previo
     if not labelled:
         for it in items:
             it.pop("label", None)
-        if previous:
-            report.notes.append("unlabelled manifest: every item is in 'test' (inference)")
+        report.notes.append("unlabelled (inference) manifest: every item is in 'test'")
         return {"test": list(items)}
     pinned = _read_test_patients(test_patients, salt) if test_patients else set()
     fixed: dict[str, str] = {}
-    for it in items:  # earlier assignments (--update): by file, then by patient
+    fixed_sha: dict[str, str] = {}
+    for it in items:  # earlier assignments (--update): by file, then by patient and identical image
         s = previous.get(it["_rel"])
         if s in SPLITS:
             fixed.setdefault(it["patient_id"], s)
+            if it.get("sha256"):
+                fixed_sha.setdefault(it["sha256"], s)
+    for it in items:  # a new patient whose image is identical to an earlier one joins that split
+        if it["patient_id"] not in fixed and it.get("sha256") in fixed_sha:
+            fixed[it["patient_id"]] = fixed_sha[it["sha256"]]
     out: dict[str, list] = {s: [] for s in SPLITS}
     rest = []
     moved = 0
