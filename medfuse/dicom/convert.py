@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from medfuse.data.manifest import SPLITS, make_provenance, new_manifest, write_manifest
+from medfuse.data.manifest import SPLITS, make_provenance, new_manifest, validate_manifest
 from medfuse.data.splits import find_leakage, parse_fractions, split_items
 from medfuse.dicom import scan as _scan
 from medfuse.dicom.cache import cache_name, preprocessing_record
@@ -42,7 +42,7 @@ from medfuse.dicom.deid import keyed_hash, load_or_create_salt, pseudonym, salt_
 from medfuse.dicom.labels import LABEL_KEYS, LabelTable, folder_label, read_label_csv
 from medfuse.dicom.sniff import is_image_sop_class, is_lossy_transfer_syntax, is_native_transfer_syntax, sop_class_name
 from medfuse.errors import DataError
-from medfuse.utils.io import atomic_write_json
+from medfuse.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "DEFAULT_MODALITIES",
@@ -593,9 +593,32 @@ def dicom_to_manifest(
         for it in splits.get(s, []):
             it.pop("_rel", None)
     if write:
-        write_manifest(manifest, paths["manifest"])
+        _write_manifest(manifest, paths["manifest"])
         atomic_write_json(paths["report"], report.to_dict())
     return manifest, report
+
+
+def _write_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """Validate and write atomically, one item per line (fast for tens of thousands of items).
+
+    The key order is :func:`medfuse.data.manifest.write_manifest`'s. File existence is not
+    checked again: every ``image`` was listed and read (or written, for the cache) just now.
+    """
+    out: dict[str, Any] = {k: manifest[k] for k in ("schema_version", "task", "classes", "provenance") if k in manifest}
+    out.update((k, v) for k, v in manifest.items() if k not in out and k not in SPLITS)
+    validate_manifest({**out, **{s: manifest[s] for s in SPLITS if manifest.get(s)}}, base_dir=path.parent,
+                      check_files=False, path=path)
+    dump = json.JSONEncoder(ensure_ascii=False).encode  # the C encoder (no indent)
+    lines = ["{"]
+    parts = [f'    {dump(k)}: {json.dumps(v, indent=4, ensure_ascii=False).replace(chr(10), chr(10) + "    ")}'
+             for k, v in out.items()]
+    for s in SPLITS:
+        if manifest.get(s):
+            body = ",\n".join("        " + dump(item) for item in manifest[s])
+            parts.append(f"    {dump(s)}: [\n{body}\n    ]")
+    lines.append(",\n".join(parts))
+    lines.append("}\n")
+    atomic_write_text(path, "\n".join(lines))
 
 
 def _reusable(prev: dict, dopts: dict) -> bool:

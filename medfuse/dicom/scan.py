@@ -439,13 +439,28 @@ def chunk_size_for(n_jobs: int, workers: int, largest: int = 64) -> int:
     return max(1, min(largest, -(-n_jobs // max(workers * 8, 1))))
 
 
-def iter_files(root: str) -> Iterable[tuple[str, str]]:
-    """``(path, rel)`` for every file under ``root`` (hidden ones too), in sorted relative-path order."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            out.append((full, os.path.relpath(full, root).replace(os.sep, "/")))
+def iter_files(root: str) -> list[tuple[str, str]]:
+    """``(path, rel)`` for every file under ``root`` (hidden ones too), in sorted relative-path order.
+
+    Symbolic links to files are listed (and read); links to folders are not followed.
+    """
+    out: list[tuple[str, str]] = []
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # an unreadable subfolder: nothing under it can be listed
+        for entry in entries:
+            rel = prefix + entry.name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append((entry.path, rel + "/"))
+            else:
+                out.append((entry.path, rel))
     out.sort(key=lambda t: t[1])
     return out

@@ -78,21 +78,22 @@ def test_update_refuses_another_folder_or_salt(folder, tmp_path):
 
 
 def test_interrupted_run_leaves_the_old_manifest(folder, tmp_path, monkeypatch):
-    import medfuse.dicom.convert as convert
+    import medfuse.utils.io as io_utils
 
     root, csv = folder
     out = tmp_path / "m.json"
     dicom_to_manifest(root, out, labels=csv, workers=1, progress=False)
-    before = out.read_bytes()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("m.*")}
     write_cr(root / "p20" / "i0", "U20", seed=7)
 
-    def boom(*a, **k):
+    def interrupted(*a, **k):  # Ctrl-C arrives while the new files are being put in place
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(convert, "write_manifest", boom)
+    monkeypatch.setattr(io_utils.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         dicom_to_manifest(root, out, labels=csv, workers=1, progress=False)
-    assert out.read_bytes() == before
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("m.*")} == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
