@@ -166,15 +166,14 @@ def _pixel_element(fp, size: int, little: bool, implicit: bool) -> tuple[str, st
     else:
         (length,) = struct.unpack(order + "H", head[6:8])
         value_start = start + 8
-    if length == 0xFFFFFFFF:  # encapsulated: fragments up to a sequence delimiter
-        tail_len = min(size - value_start, 1 << 16)
-        fp.seek(size - tail_len)
-        tail = fp.read(tail_len)
-        if _SEQ_DELIMITER_LE not in tail and _SEQ_DELIMITER_BE not in tail:
-            return "truncated", (
-                f"the encapsulated pixel data has no sequence delimiter: the file ({size} bytes) was cut short"
-            )
-        return "ok", ""
+    if length == 0xFFFFFFFF:  # encapsulated: fragments up to a sequence delimiter, normally the last 8 bytes
+        for tail_len in (256, 1 << 16):  # a longer look only when something (padding) follows the delimiter
+            tail_len = min(size - value_start, tail_len)
+            fp.seek(size - tail_len)
+            tail = fp.read(tail_len)
+            if _SEQ_DELIMITER_LE in tail or _SEQ_DELIMITER_BE in tail:
+                return "ok", ""
+        return "truncated", f"the encapsulated pixel data has no sequence delimiter: the file ({size} bytes) was cut short"
     if length == 0:
         return "no_pixel_data", "the pixel data element is empty (length 0)"
     if value_start + length > size:
