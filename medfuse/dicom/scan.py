@@ -93,7 +93,7 @@ class _Fields:
         elem, present = self.raw(keyword)
         if not present:
             return ""
-        if elem is not None and elem.VR not in ("SQ", "US", "SS", "UN") and max(elem.value, default=0) < 0x80:
+        if elem is not None and elem.VR not in ("SQ", "US", "SS", "UN") and elem.value.isascii():
             return elem.value.decode("ascii").strip(" \x00")
         return _text(self.ds, keyword)  # converted, non-ASCII (character set) or unusual VR
 
@@ -103,7 +103,7 @@ class _Fields:
             return None
         if elem is not None and _TAGS[keyword] in _US_TAGS and elem.VR in ("US", None) and len(elem.value) >= 2:
             return struct.unpack("<H" if elem.is_little_endian else ">H", elem.value[:2])[0]
-        if elem is not None and elem.VR in ("IS", "DS") and max(elem.value, default=0) < 0x80:
+        if elem is not None and elem.VR in ("IS", "DS") and elem.value.isascii():
             first = elem.value.decode("ascii").split("\\")[0].strip(" \x00")
             try:
                 f = float(first)
@@ -224,17 +224,17 @@ def scan_file(path: str, rel: str, options: dict[str, Any]) -> dict[str, Any]:
         rec.update(reason="empty_file", detail="the file is empty (0 bytes)")
         return rec
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as raw:  # unbuffered: hashing reads straight into the block buffer
             if options.get("hash", True):
-                digest = _sha256_of(f)
+                digest = _sha256_of(raw)
                 rec["sha256"] = digest
                 expect = options.get("expect")
                 if expect is not None and expect[0] == digest:
                     old = dict(expect[1])
                     old.update(size=rec["size"], mtime_ns=rec["mtime_ns"])
                     return old
-                f.seek(0)
-            _read_header(f, rec, options)
+                raw.seek(0)
+            _read_header(io.BufferedReader(raw), rec, options)
     except OSError as e:
         rec.update(reason="unreadable", detail=f"cannot read the file: {e.strerror or e}")
     return rec
@@ -349,7 +349,7 @@ def _last_element_end(ds) -> int | None:
     elements = getattr(ds, "_dict", None)
     if not elements:
         return None
-    raw = elements[max(elements)]
+    raw = elements[max(elements, key=int)]
     tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
     if tell is None or length is None or length == 0xFFFFFFFF:
         return None
