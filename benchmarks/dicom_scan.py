@@ -161,6 +161,7 @@ def main(argv=None) -> int:
     paths = generate(data, args.files)
     print(f"folder: {data} ({len(paths)} files, generated/checked in {time.perf_counter() - t0:.1f} s)")
     n = len(paths)
+    load_start = os.getloadavg()
     bare_header(paths[:50])  # warm imports and the page cache
     out = Path(tmp.name) / "out" / "m.json"
 
@@ -213,6 +214,7 @@ def main(argv=None) -> int:
     if verify is not None:
         results["tool_verify_pixels_files_per_s"] = round(n / verify["wall_s"], 1)
         results["tool_verify_pixels_ratio"] = round(n / verify["wall_s"] / (bare_d_rate * workers), 3)
+    results["load_average_1min_start_end"] = [round(load_start[0], 2), round(os.getloadavg()[0], 2)]
     results["goals"] = {"tool_header_stage_ratio": 0.9, "tool_full_sha256_ratio": 0.5, "tool_verify_pixels_ratio": 0.67}
     results["command"] = "benchmarks/dicom_scan.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for k, v in results.items():
