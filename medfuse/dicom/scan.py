@@ -255,10 +255,13 @@ def _read_header(fp, rec: dict[str, Any], options: dict[str, Any]) -> None:
         )
         return
     caught: list = []
+    ds = _fast_header(fp, size) if kind == "part10" else None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=kind == "raw")
+            if ds is None:
+                fp.seek(0)
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=kind == "raw")
     except Exception as e:  # pydicom raises many types on corrupt input
         msg = " ".join(str(e).split())
         rec.update(reason="truncated" if _is_truncation(msg) or isinstance(e, EOFError) else "corrupt_header",
@@ -342,6 +345,88 @@ def _read_header(fp, rec: dict[str, Any], options: dict[str, Any]) -> None:
             "birth_date": _text(ds, "PatientBirthDate"),
             "accession_number": accession,
         }
+
+
+class _RawMeta:
+    """The file meta group as raw elements: ``get(keyword)`` decodes the two UIDs the scanner needs."""
+
+    _TAGS = {"TransferSyntaxUID": 0x00020010, "MediaStorageSOPClassUID": 0x00020002}
+
+    def __init__(self, elements: dict):
+        self.elements = elements
+
+    def get(self, keyword: str, default=None):
+        elem = self.elements.get(self._TAGS[keyword])
+        value = getattr(elem, "value", None)
+        return value.decode("ascii", "replace").strip(" \x00") if isinstance(value, bytes) else default
+
+
+class _RawHeader:
+    """Raw top-level elements with the parts of ``pydicom.Dataset`` the scanner uses.
+
+    A real ``Dataset`` is built only when a value needs pydicom's conversion (a character set,
+    an implicit-VR number, ``--keep-phi``).
+    """
+
+    def __init__(self, elements: dict, meta: dict, implicit: bool):
+        self._dict = elements
+        self.file_meta = _RawMeta(meta)
+        self.original_encoding = (implicit, True)
+        self._ds = None
+
+    def __len__(self) -> int:
+        return len(self._dict)
+
+    def get(self, keyword: str, default=None):
+        if self._ds is None:
+            import pydicom
+
+            self._ds = pydicom.Dataset(dict(self._dict))
+            self._ds.set_original_encoding(self.original_encoding[0], True, None)
+        return self._ds.get(keyword, default)
+
+
+_DEFER = 1 << 12
+
+
+def _stop_at_pixels(tag, vr, length) -> bool:
+    return tag >= 0x7FE00008
+
+
+def _stop_after_meta(tag, vr, length) -> bool:
+    return tag >> 16 != 0x0002
+
+
+def _fast_header(fp, size: int) -> _RawHeader | None:
+    """Top-level elements of a little-endian PS3.10 file up to the pixel data, through pydicom's
+    element generator (no ``Dataset`` is built, values over 4 KiB are not read).
+
+    Returns ``None`` (the caller then uses ``pydicom.dcmread``) for anything unusual: big
+    endian, deflated or missing transfer syntax, an element that does not fit in the file, or
+    any error or warning.
+    """
+    from pydicom.filereader import data_element_generator
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fp.seek(132)
+            meta = {e.tag: e for e in data_element_generator(fp, False, True, _stop_after_meta, _DEFER)}
+            ts = _RawMeta(meta).get("TransferSyntaxUID")
+            if not meta or not ts or ts == "1.2.840.10008.1.2.2" or ts in DEFLATED:
+                return None  # big endian and deflated data sets go through dcmread
+            implicit = ts == "1.2.840.10008.1.2"
+            elements = {}
+            for e in data_element_generator(fp, implicit, True, _stop_at_pixels, _DEFER):
+                length = e.length
+                if length != 0xFFFFFFFF and e.value_tell + length > size:
+                    return None
+                elements[e.tag] = e
+    except Exception:  # warnings included: let dcmread look at the file and report it
+        return None
+    if not elements:
+        return None
+    return _RawHeader(elements, meta, implicit)
 
 
 def _last_element_end(ds) -> int | None:
