@@ -141,6 +141,8 @@ def effective_cores(workers: int, task: int = 600_000) -> float:
     On a shared machine other users' jobs take cores away; the tool's ratios are also
     reported against ``bare rate x effective cores`` so that they measure the tool, not the load.
     """
+    if workers <= 1:
+        return 1.0
     import multiprocessing as mp
 
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
