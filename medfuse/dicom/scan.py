@@ -27,12 +27,21 @@ import io
 import os
 import struct
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from medfuse.dicom.deid import keyed_hash, phi_tokens, path_mentions
 from medfuse.dicom.sniff import DEFLATED, sniff_dicom
 
-__all__ = ["scan_file", "scan_chunk", "decode_file", "decode_chunk", "run_pool", "default_workers"]
+__all__ = [
+    "scan_file",
+    "scan_chunk",
+    "decode_file",
+    "decode_chunk",
+    "run_pool",
+    "chunk_size_for",
+    "iter_files",
+    "default_workers",
+]
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _SEQ_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-REASON_OF_INCLUDED = None  # expected "reason" of a file that ends up in the manifest
-
 
 def pydicom_file(name: str) -> str:
     """Path of a pydicom test file (pydicom's own or pydicom-data's)."""
