@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "folder2manifest": "folder2manifest",
     "pairs2manifest": "pairs2manifest",
     "medmnist2manifest": "medmnist2manifest",
+    "dicom2manifest": "dicom2manifest",
     "validate": "validate",
     "summary": "summary",
     "evaluate": "evaluate",
