@@ -194,6 +194,8 @@ def _pixel_element(fp, size: int, little: bool, implicit: bool) -> tuple[str, st
 
 
 _BLOCK = memoryview(bytearray(1 << 16))
+#: files up to this size are read once into memory for hashing and header parsing; larger ones stream
+_WHOLE_READ_MAX = 32 << 20
 
 
 def _sha256_of(f) -> str:
@@ -234,16 +236,22 @@ def scan_file(path: str, rel: str, options: dict[str, Any]) -> dict[str, Any]:
         return rec
     try:
         with open(path, "rb", buffering=0) as raw:  # unbuffered: hashing reads straight into the block buffer
+            fp = None
             if options.get("hash", True):
-                digest = _sha256_of(raw)
+                if st.st_size <= _WHOLE_READ_MAX:  # one read serves the hash and the header parser
+                    data = raw.read()
+                    digest = hashlib.sha256(data).hexdigest()
+                    fp = io.BytesIO(data)
+                else:
+                    digest = _sha256_of(raw)
+                    raw.seek(0)
                 rec["sha256"] = digest
                 expect = options.get("expect")
                 if expect is not None and expect[0] == digest:
                     old = dict(expect[1])
                     old.update(size=rec["size"], mtime_ns=rec["mtime_ns"])
                     return old
-                raw.seek(0)
-            _read_header(io.BufferedReader(raw), rec, options)
+            _read_header(fp if fp is not None else io.BufferedReader(raw), rec, options)
     except OSError as e:
         rec.update(reason="unreadable", detail=f"cannot read the file: {e.strerror or e}")
     return rec
