@@ -91,6 +91,21 @@ class LungCAM:
     seg_probs: torch.Tensor
 
 
+def _region(mask: Any, batch: int, spatial: Sequence[int]) -> torch.Tensor:
+    """``mask`` ((H, W), (B, H, W) or (B, 1, H, W)) as a boolean ``(B, 1, H, W)`` tensor, binarised at 0.5."""
+    m = convert_to_tensor(mask, track_meta=False).float()
+    if m.ndim == 2:
+        m = m[None, None]
+    elif m.ndim == 3:
+        m = m[:, None]
+    if m.ndim != 4 or m.shape[1] != 1 or tuple(m.shape[2:]) != tuple(spatial) or m.shape[0] not in (1, batch):
+        raise ValueError(
+            f"mask must be (H, W), (B, H, W) or (B, 1, H, W) matching {batch} image(s) of size {tuple(spatial)}, "
+            f"got shape {tuple(convert_to_tensor(mask, track_meta=False).shape)}"
+        )
+    return (m > 0.5).expand(batch, 1, *spatial)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         model = model.module
@@ -196,7 +211,7 @@ def lung_masked_cam(
     if mask is None:
         lung = predicted_lung_mask(seg_probs, threshold, lung_classes)
     else:
-        lung = restrict_cam(torch.ones_like(cam), mask) > 0.5  # reuse the shape checks; boolean (B, 1, H, W)
+        lung = _region(mask, cam.shape[0], cam.shape[2:]).to(cam.device)
     region = dilate_mask(lung.to(cam.device), int(dilate))
     masked = restrict_cam(cam, region)
     return LungCAM(
@@ -228,7 +243,7 @@ def cam_mass_inside(cam: torch.Tensor, region: Any) -> torch.Tensor:
     c = cam.detach().float()
     if bool((c < 0).any()):
         raise ValueError("cam must be non-negative (a Grad-CAM after ReLU, or a normalised map)")
-    inside = restrict_cam(torch.ones_like(c), region) > 0.5
+    inside = _region(region, c.shape[0], c.shape[2:]).to(c.device)
     total = c.flatten(1).sum(1)
     within = (c * inside.to(c.device)).flatten(1).sum(1)
     return torch.where(total > 0, within / torch.where(total > 0, total, torch.ones_like(total)),

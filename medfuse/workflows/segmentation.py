@@ -79,6 +79,7 @@ __all__ = [
     "multi_output_inference_items",
     "print_segmentation_summary",
     "segmentation_report",
+    "load_initial_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -266,6 +267,39 @@ def multi_output_transforms(
 
 # ----------------------------------------------------------------------------------------------------------
 # engine pieces
+
+
+def load_initial_weights(network: torch.nn.Module, path: str | os.PathLike | None = "") -> Optional[str]:
+    """Start training from the weights of an earlier run (e.g. a run at a smaller ``image_size``: the network is
+    fully convolutional, so the weights fit any size); nothing happens when ``path`` is empty.
+
+    Args:
+        network: the network (DataParallel / DDP unwrapped).
+        path: a ``model.pt`` state dict of the same architecture.
+
+    Returns:
+        the path loaded, or None.
+
+    Raises:
+        DataError: a missing file, or weights of another architecture (the message names the mismatched keys).
+    """
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: init_ckpt not found; give the model.pt of an earlier run, or leave init_ckpt empty")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    try:
+        _unwrap(network).load_state_dict(state)
+    except RuntimeError as err:
+        raise DataError(
+            f"{p}: these weights do not fit the network ({str(err).splitlines()[0]}); train with the same "
+            "backbone, features, seg_classes and classes as the run that wrote them"
+        ) from err
+    logger.info("initial weights loaded from %s", p)
+    return str(p)
 
 
 class MultiOutputPrepareBatch(PrepareBatch):
