@@ -215,3 +215,30 @@ def test_ckpt_export_round_trip(trained, tmp_path, output):
     with torch.no_grad():
         seg, cls = net.eval().forward_all(x)
         torch.testing.assert_close(scripted(x), seg if output == "seg" else cls, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torchrun_multi_gpu_config_on_cpu(demo_data, tmp_path):
+    """multi_gpu_train.json with two processes (gloo on CPU): one run folder, metrics gathered, rank-0 files only."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not found beside the Python executable")
+    files = f"['{CFG / 'train.json'}','{CFG / 'multi_gpu_train.json'}']"
+    cmd = [torchrun, "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+           "--config_file", files, "--meta_file", str(CFG / "metadata.json")]
+    for k, v in tiny_overrides(demo_data["cxr"], tmp_path / "runs").items():
+        cmd += [f"--{k}", json.dumps(v) if isinstance(v, list) else str(v)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = list((tmp_path / "runs").iterdir())
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["world_size"] == 2 and info["workflow"] == "multi_gpu_train"
+    rows = [json.loads(r) for r in (run / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(0 < r["val_dice"] <= 1 for r in rows)
+    assert (run / "model.pt").is_file()
