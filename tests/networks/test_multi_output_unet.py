@@ -54,7 +54,7 @@ def test_stable_names_and_head_on_the_bottleneck():
     names = dict(net.named_modules())
     for n in ("unet.conv_0", "unet.down_4", "unet.upcat_1", "unet.final_conv", "cls_head.fc", "cls_head.dropout"):
         assert n in names, n
-    assert net.cam_layer == "unet.down_4" and net.reduction == 16
+    assert net.cam_layer == net.cam_target_layer == "unet.down_4" and net.reduction == 16
     assert net.get_classifier().in_features == TINY["features"][4]
     assert tiny(cls_from="bottleneck+decoder").get_classifier().in_features == TINY["features"][4] + TINY["features"][5]
 

@@ -41,6 +41,8 @@ class MultiOutputUNet(nn.Module):
       stride 32), ``unet.decoder``, ``unet.segmentation_head``.
     * ``cls_head``: ``pool`` (global average), ``dropout``, ``fc``.
 
+    :attr:`cam_layer` (alias ``cam_target_layer``) names the bottleneck: ``"unet.down_4"`` or ``"unet.encoder"``.
+
     Choices the paper leaves open, as made here: the head pools the bottleneck (global average) and applies
     dropout and one linear layer, so the bottleneck is the natural Grad-CAM layer (coarse but specific);
     the decoder-feature option adds the pooled last decoder map (full resolution, finer but less
@@ -150,6 +152,8 @@ class MultiOutputUNet(nn.Module):
             decoder_ch = int(decoder_channels[-1])
             self.cam_layer = "unet.encoder"
             self.reduction = 32
+        # the Grad-CAM layer, also under the name medfuse.visualize's automatic layer choice looks for
+        self.cam_target_layer = self.cam_layer
         self.num_features = bottleneck_ch + (decoder_ch if self.cls_from == "bottleneck+decoder" else 0)
         pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
         self.cls_head = nn.ModuleDict(
