@@ -11,7 +11,8 @@ from .blocks import (
     CrossAttentionLayer,
     MultiScaleCrossAttentionFusion,
 )
-from .nets import DCAT, DCATNet, DualCrossAttentionNet
+from .losses import MultiOutputLoss
+from .nets import DCAT, DCATNet, DualCrossAttentionNet, MultiOutputUnet, MultiOutputUNet
 from .uncertainty import (
     MCDropoutResult,
     enable_mc_dropout,
@@ -32,6 +33,9 @@ __all__ = [
     "DualCrossAttentionNet",
     "MCDropoutResult",
     "MultiScaleCrossAttentionFusion",
+    "MultiOutputLoss",
+    "MultiOutputUNet",
+    "MultiOutputUnet",
     "PretrainedWeightsError",
     "build_backbone",
     "enable_mc_dropout",

@@ -8,7 +8,9 @@
 * :mod:`~medfuse.workflows.metrics`: validation metrics (AUC, AUPR, accuracy) as ignite metrics;
 * :mod:`~medfuse.workflows.inferers`: plain or Monte-Carlo dropout inference;
 * :mod:`~medfuse.workflows.handlers`: per-epoch log, predictions writer, progress bar, LR schedule;
-* :mod:`~medfuse.workflows.bundle`: run a bundle's train / evaluate / inference from Python.
+* :mod:`~medfuse.workflows.bundle`: run a bundle's train / evaluate / inference from Python;
+* :mod:`~medfuse.workflows.segmentation`: segmentation + classification glue (partly annotated items, joint
+  transforms, two-output inferer and post-processing, Dice/IoU/HD95 evaluation, mask and lung-CAM writers).
 """
 
 from .bundle import bundle_dir, run_bundle
@@ -32,6 +34,19 @@ from .engine import amp_kwargs, flag, get_device, set_num_threads, setup_run, us
 from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
 from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
 from .metrics import METRIC_NAMES, ClassificationMetric
+from .segmentation import (
+    FillMissingMaskd,
+    LungCAMWriter,
+    MaskWriter,
+    MultiOutputInferer,
+    MultiOutputPostd,
+    MultiOutputPrepareBatch,
+    SegmentationEvaluator,
+    SegmentationMetric,
+    multi_output_inference_items,
+    multi_output_items,
+    multi_output_transforms,
+)
 from .runs import (
     CHECKPOINT_NAME,
     active_bundle_root,
@@ -96,4 +111,15 @@ __all__ = [
     "read_run_info",
     "run_setting",
     "save_executed_config",
+    "FillMissingMaskd",
+    "LungCAMWriter",
+    "MaskWriter",
+    "MultiOutputInferer",
+    "MultiOutputPostd",
+    "MultiOutputPrepareBatch",
+    "SegmentationEvaluator",
+    "SegmentationMetric",
+    "multi_output_inference_items",
+    "multi_output_items",
+    "multi_output_transforms",
 ]

@@ -3,5 +3,6 @@
 """Networks, one per file."""
 
 from .dual_cross_attention import DCAT, DCATNet, DualCrossAttentionNet
+from .multi_output_unet import MultiOutputUnet, MultiOutputUNet
 
-__all__ = ["DCAT", "DCATNet", "DualCrossAttentionNet"]
+__all__ = ["DCAT", "DCATNet", "DualCrossAttentionNet", "MultiOutputUNet", "MultiOutputUnet"]

@@ -1,0 +1,190 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""Losses for networks with several outputs.
+
+:class:`MultiOutputLoss` trains :class:`~medfuse.networks.nets.MultiOutputUNet`: Dice + cross-entropy on the
+segmentation (MONAI ``DiceCELoss``) plus weighted cross-entropy on the diagnosis, each term computed only on the
+items that carry its target, so that a batch may mix images with a mask but no label and images with a label but
+no mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+
+__all__ = ["MultiOutputLoss", "MISSING_LABEL"]
+
+#: Class label meaning "this item has no diagnosis label".
+MISSING_LABEL = -1
+
+
+def _split_pred(pred: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(pred, Mapping):
+        return pred["seg"], pred["cls"]
+    if isinstance(pred, (tuple, list)) and len(pred) == 2:
+        return pred[0], pred[1]
+    raise ValueError(
+        "MultiOutputLoss expects the network output (seg_logits, class_logits) or {'seg': ..., 'cls': ...}, "
+        f"got {type(pred).__name__}"
+    )
+
+
+class MultiOutputLoss(nn.Module):
+    """``seg_weight * DiceCE(seg) + cls_weight * CE(cls)``, each over the items that have that target.
+
+    Targets are a mapping with
+
+    * ``"mask"``: ``(B, 1, *spatial)`` integer label map (0 = background) or ``(B, C, *spatial)`` one-hot;
+    * ``"has_mask"``: ``(B,)`` bool/0-1, False for items whose mask is a placeholder; when absent every item is
+      taken to have a mask;
+    * ``"label"``: ``(B,)`` class index, :data:`MISSING_LABEL` (-1) for items without a diagnosis label.
+
+    The segmentation term is MONAI's ``DiceCELoss`` (softmax, one-hot targets, per-image Dice averaged over the
+    foreground classes, or all classes with ``include_background``) on the items with a mask; the
+    classification term is ``torch.nn.functional.cross_entropy`` with optional class weights and label
+    smoothing on the items with a label (the weighted mean over those items, as ``CrossEntropyLoss`` with
+    ``ignore_index`` computes it). A term with no eligible item in the batch contributes 0 and keeps the graph
+    connected (its gradient is 0). ``cls_weight=0`` trains the segmentation alone (the comparison setting).
+
+    After each call, :attr:`last` holds the detached parts: ``seg``, ``cls`` (``nan`` when no item was
+    eligible), ``n_seg``, ``n_cls``.
+
+    Args:
+        seg_weight: weight of the segmentation term (>= 0). Defaults to 1.0.
+        cls_weight: weight of the classification term (>= 0). Defaults to 1.0.
+        dice_weight: weight of Dice inside the segmentation term (MONAI ``lambda_dice``). Defaults to 1.0.
+        ce_weight: weight of the pixel cross-entropy inside the segmentation term (``lambda_ce``). Defaults to 1.0.
+        class_weights: diagnosis class weights ``(num_classes,)`` (e.g. inverse frequency), or None.
+        label_smoothing: of the diagnosis cross-entropy. Defaults to 0.0.
+        include_background: Dice over the background too. Defaults to False.
+
+    Raises:
+        ValueError: negative or all-zero weights, on bad targets (see :meth:`forward`).
+
+    Examples::
+
+        >>> loss = MultiOutputLoss(cls_weight=0.5)
+        >>> seg, cls = net(images)
+        >>> value = loss((seg, cls), {"mask": masks, "label": torch.tensor([1, -1]), "has_mask": torch.tensor([0, 1])})
+    """
+
+    def __init__(
+        self,
+        seg_weight: float = 1.0,
+        cls_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        class_weights: Optional[Union[torch.Tensor, Sequence[float]]] = None,
+        label_smoothing: float = 0.0,
+        include_background: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, v in (("seg_weight", seg_weight), ("cls_weight", cls_weight), ("dice_weight", dice_weight),
+                        ("ce_weight", ce_weight)):
+            if float(v) < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        if float(seg_weight) == 0 and float(cls_weight) == 0:
+            raise ValueError("seg_weight and cls_weight are both 0: nothing would be trained")
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.seg_weight = float(seg_weight)
+        self.cls_weight = float(cls_weight)
+        self.label_smoothing = float(label_smoothing)
+        self.seg_loss = DiceCELoss(
+            include_background=bool(include_background), to_onehot_y=True, softmax=True,
+            lambda_dice=float(dice_weight), lambda_ce=float(ce_weight),
+        )
+        self.seg_loss_onehot = DiceCELoss(
+            include_background=bool(include_background), to_onehot_y=False, softmax=True,
+            lambda_dice=float(dice_weight), lambda_ce=float(ce_weight),
+        )
+        if class_weights is not None:
+            class_weights = torch.as_tensor(class_weights, dtype=torch.float32).reshape(-1)
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.last: dict[str, float] = {}
+
+    def _seg_term(self, seg: torch.Tensor, mask: torch.Tensor, has_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+        idx = torch.nonzero(has_mask, as_tuple=False).reshape(-1)
+        if idx.numel() == 0:
+            return seg.sum() * 0.0, 0
+        s, m = seg.index_select(0, idx), mask.index_select(0, idx)
+        if m.shape[1] == 1:
+            if m.is_floating_point() and bool(((m != m.round())).any()):
+                raise ValueError("the segmentation target must hold integer class indices (threshold soft masks first)")
+            if bool((m < 0).any()) or bool((m >= seg.shape[1]).any()):
+                raise ValueError(
+                    f"the segmentation target holds values outside 0..{seg.shape[1] - 1} (the network has "
+                    f"{seg.shape[1]} output channels, background included)"
+                )
+            return self.seg_loss(s, m.float()), int(idx.numel())
+        if m.shape[1] != seg.shape[1]:
+            raise ValueError(f"a one-hot mask needs {seg.shape[1]} channels, got {m.shape[1]}")
+        return self.seg_loss_onehot(s, m.float()), int(idx.numel())
+
+    def _cls_term(self, cls: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, int]:
+        label = label.reshape(-1).long().to(cls.device)
+        if label.numel() != cls.shape[0]:
+            raise ValueError(f"{label.numel()} labels for a batch of {cls.shape[0]}")
+        keep = label != MISSING_LABEL
+        if bool((label[keep] < 0).any()) or bool((label[keep] >= cls.shape[1]).any()):
+            raise ValueError(f"labels must be in 0..{cls.shape[1] - 1} or {MISSING_LABEL} (missing), got {label.tolist()}")
+        n = int(keep.sum())
+        if n == 0:
+            return cls.sum() * 0.0, 0
+        weight = self.class_weights.to(cls.device) if self.class_weights is not None else None
+        if weight is not None and weight.numel() != cls.shape[1]:
+            raise ValueError(f"class_weights has {weight.numel()} values but the network has {cls.shape[1]} classes")
+        value = F.cross_entropy(cls[keep], label[keep], weight=weight, label_smoothing=self.label_smoothing)
+        return value, n
+
+    def forward(self, pred: Any, target: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of the two terms (a scalar tensor).
+
+        Args:
+            pred: ``(seg_logits (B, C, *spatial), class_logits (B, K))`` or ``{"seg": ..., "cls": ...}``.
+            target: ``{"mask": ..., "has_mask": ..., "label": ...}`` (see the class docstring); ``mask`` may be
+                left out when ``has_mask`` is all False or ``seg_weight`` is 0, ``label`` when ``cls_weight`` is 0.
+
+        Raises:
+            ValueError: a target that does not fit the outputs (shape, range, missing key).
+        """
+        seg, cls = _split_pred(pred)
+        if not isinstance(target, Mapping):
+            raise ValueError(f"MultiOutputLoss expects targets as a mapping with 'mask' and 'label', got {type(target).__name__}")
+        batch = seg.shape[0]
+        total = seg.sum() * 0.0 + cls.sum() * 0.0
+        seg_v, n_seg = torch.tensor(float("nan")), 0
+        cls_v, n_cls = torch.tensor(float("nan")), 0
+        if self.seg_weight > 0:
+            has_mask = target.get("has_mask")
+            has_mask = torch.ones(batch, dtype=torch.bool) if has_mask is None else torch.as_tensor(has_mask).reshape(-1).bool()
+            if has_mask.numel() != batch:
+                raise ValueError(f"has_mask has {has_mask.numel()} values for a batch of {batch}")
+            if bool(has_mask.any()):
+                mask = target.get("mask")
+                if mask is None:
+                    raise ValueError("items are marked has_mask but the target has no 'mask'")
+                mask = torch.as_tensor(mask).to(seg.device)
+                if mask.shape[0] != batch or tuple(mask.shape[2:]) != tuple(seg.shape[2:]):
+                    raise ValueError(f"mask shape {tuple(mask.shape)} does not fit segmentation output {tuple(seg.shape)}")
+                seg_v, n_seg = self._seg_term(seg, mask, has_mask.to(seg.device))
+                total = total + self.seg_weight * seg_v
+        if self.cls_weight > 0:
+            label = target.get("label")
+            if label is None:
+                raise ValueError("cls_weight > 0 but the target has no 'label' (use -1 for items without one)")
+            cls_v, n_cls = self._cls_term(cls, torch.as_tensor(label))
+            total = total + self.cls_weight * cls_v
+        self.last = {
+            "seg": float(seg_v.detach()) if n_seg else float("nan"),
+            "cls": float(cls_v.detach()) if n_cls else float("nan"),
+            "n_seg": n_seg,
+            "n_cls": n_cls,
+        }
+        return total
