@@ -461,77 +461,6 @@ def _summary(values: Sequence[float]) -> dict:
     return {"mean": float(arr.mean()), "std": float(arr.std()), "median": float(np.median(arr)), "n": int(arr.size)}
 
 
-def _segmentation_metrics(pred, target, class_names=None, include_background=False, spacing=None) -> dict:
-    """Dice, IoU and HD95 per case and per class (replaced by medfuse.evaluation.segmentation at merge).
-
-    Same call and layout as ``medfuse.evaluation.segmentation.segmentation_metrics``.
-
-    Args:
-        pred, target: integer label maps ``(N, H, W)`` (or ``(N, 1, H, W)``) or one-hot ``(N, C, H, W)``.
-        class_names: names of the reported classes: without the background unless ``include_background``
-            (default ``class_1``, ``class_2`` ...).
-        include_background: report channel 0 too.
-        spacing: pixel spacing for HD95 (default: pixels).
-
-    Returns:
-        ``{"n", "classes", "per_case": [{"case": "0", <class>: {"dice", "iou", "hd95"}}, ...], "per_class":
-        {<class>: {"dice": {"mean", "std", "median", "n"}, "iou": ..., "hd95": ...}}, "mean": {"dice", "iou",
-        "hd95"}, "hd95_units"}``; ``mean`` is the mean over classes of the per-class means; values of a class whose
-        reference is empty in a case (and HD95 of an empty prediction) are None and left out of the summaries.
-
-    Raises:
-        ValueError: shapes that differ, or class names that do not fit.
-    """
-    import warnings
-
-    from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
-
-    p, t = torch.as_tensor(np.asarray(pred)), torch.as_tensor(np.asarray(target))
-    if p.shape != t.shape:
-        raise ValueError(f"pred {tuple(p.shape)} and target {tuple(t.shape)} differ in shape")
-    onehot = p.ndim >= 4 and p.shape[1] > 1
-    if onehot:
-        ph, th = p.float(), t.float()
-    else:
-        if p.ndim >= 4:
-            p, t = p[:, 0], t[:, 0]
-        num = int(max(p.max().item(), t.max().item())) + 1 if p.numel() else 2
-        if class_names is not None:
-            num = max(num, len(class_names) + (0 if include_background else 1))
-        num = max(num, 2)
-        ph, th = _one_hot(p, num), _one_hot(t, num)
-    channels = list(range(ph.shape[1])) if include_background else list(range(1, ph.shape[1]))
-    names = [str(c) for c in class_names] if class_names is not None else [f"class_{k}" for k in channels]
-    if len(names) != len(channels):
-        raise ValueError(f"{len(names)} class names for {len(channels)} reported classes: {names}")
-    kw = {"include_background": bool(include_background), "reduction": "none"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MONAI warns about empty references; those values become None
-        dice = DiceMetric(ignore_empty=True, **kw)(ph, th)
-        iou = MeanIoU(ignore_empty=True, **kw)(ph, th)
-        hd = HausdorffDistanceMetric(percentile=95, **kw)(ph, th, spacing=spacing)
-    per_case = []
-    for i in range(ph.shape[0]):
-        row: dict[str, Any] = {"case": str(i)}
-        for j, (name, ch) in enumerate(zip(names, channels)):
-            ref_empty = float(th[i, ch].sum()) == 0
-            vals = {}
-            for mname, arr in (("dice", dice), ("iou", iou), ("hd95", hd)):
-                v = float(arr[i, j])
-                vals[mname] = None if ref_empty or not math.isfinite(v) else v
-            row[name] = vals
-        per_case.append(row)
-    per_class = {
-        name: {m: _summary([c[name][m] for c in per_case]) for m in ("dice", "iou", "hd95")} for name in names
-    }
-    mean = {}
-    for m in ("dice", "iou", "hd95"):
-        vals = [per_class[n][m]["mean"] for n in names if per_class[n][m]["mean"] is not None]
-        mean[m] = float(np.mean(vals)) if vals else None
-    return {"n": int(ph.shape[0]), "classes": names, "per_case": per_case, "per_class": per_class, "mean": mean,
-            "hd95_units": "pixels" if spacing is None else "spacing"}
-
-
 def print_segmentation_summary(path: str | os.PathLike) -> dict:
     """Print the per-class means of a ``segmentation_metrics.json`` (and the CAM statistic); return its content."""
     with open(path, encoding="utf-8") as f:
@@ -556,11 +485,12 @@ def print_segmentation_summary(path: str | os.PathLike) -> dict:
 def segmentation_report(pred, target, seg_classes: Sequence[str] = ("background", "lung"), spacing=None) -> dict:
     """Segmentation metrics of the foreground classes; ``seg_classes`` names every channel, background first.
 
-    The one call site of the metrics: at merge, ``_segmentation_metrics`` becomes
-    ``medfuse.evaluation.segmentation.segmentation_metrics`` (same call, same layout).
+    Computed by the shared evaluation layer, :func:`medfuse.evaluation.segmentation.segmentation_metrics`.
     """
-    return _segmentation_metrics(pred, target, class_names=list(seg_classes)[1:], include_background=False,
-                                 spacing=spacing)
+    from medfuse.evaluation.segmentation import segmentation_metrics
+
+    return segmentation_metrics(pred, target, class_names=list(seg_classes)[1:], include_background=False,
+                                spacing=spacing)
 
 
 # ----------------------------------------------------------------------------------------------------------

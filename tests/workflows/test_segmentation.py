@@ -17,12 +17,12 @@ from medfuse.workflows.segmentation import (
     MultiOutputPostd,
     MultiOutputPrepareBatch,
     SegmentationMetric,
-    _segmentation_metrics,
     labelled_outputs,
     mask_to_original,
     multi_output_inference_items,
     multi_output_items,
     multi_output_transforms,
+    segmentation_report,
 )
 
 
@@ -127,33 +127,23 @@ def test_segmentation_metric_skips_items_without_mask():
     assert iou.compute() == pytest.approx(4 / 8)
 
 
-def test_segmentation_metrics_layout_and_values():
+def test_segmentation_report_uses_the_evaluation_layer():
+    """The bundle's metrics of the foreground classes, named after the bundle's segmentation classes."""
     target = np.zeros((2, 16, 16), np.int64)
     target[:, 4:12, 4:12] = 1
     pred = target.copy()
     pred[1, 4:12, 4:8] = 0  # second case: half the square
-    out = _segmentation_metrics(pred, target, class_names=["lung"])
-    assert set(out) == {"n", "classes", "per_case", "per_class", "mean", "hd95_units"}
+    out = segmentation_report(pred, target, seg_classes=("background", "lung"))
     assert out["classes"] == ["lung"] and out["n"] == 2 and out["hd95_units"] == "pixels"
     assert out["per_case"][0] == {"case": "0", "lung": {"dice": 1.0, "iou": 1.0, "hd95": 0.0}}
     case = out["per_case"][1]["lung"]
     assert case["dice"] == pytest.approx(2 * 32 / (32 + 64)) and case["iou"] == pytest.approx(0.5)
     assert case["hd95"] == pytest.approx(4.0)
-    assert out["per_class"]["lung"]["dice"]["mean"] == pytest.approx((1 + 2 / 3) / 2)
-    assert out["mean"]["dice"] == out["per_class"]["lung"]["dice"]["mean"]
-    # one-hot input gives the same; an empty reference is reported as None, not as 0 or 1
-    onehot = lambda a: np.stack([a == 0, a == 1], 1).astype(np.float32)  # noqa: E731
-    again = _segmentation_metrics(onehot(pred), onehot(target), class_names=["lung"])
-    assert again["per_case"] == out["per_case"]
-    both = _segmentation_metrics(pred, target, class_names=["background", "lung"], include_background=True)
-    assert list(both["per_class"]) == ["background", "lung"] and both["per_case"][1]["lung"] == case
-    empty = _segmentation_metrics(np.zeros((1, 8, 8), int), np.zeros((1, 8, 8), int), class_names=["lung"])
+    assert out["mean"]["dice"] == pytest.approx((1 + 2 / 3) / 2)
+    # an empty reference is undefined (None), not 0 or 1
+    empty = segmentation_report(np.zeros((1, 8, 8), int), np.zeros((1, 8, 8), int))
     assert empty["per_case"][0]["lung"] == {"dice": None, "iou": None, "hd95": None}
-    assert empty["per_class"]["lung"]["dice"]["n"] == 0 and empty["mean"]["dice"] is None
-    with pytest.raises(ValueError, match="differ in shape"):
-        _segmentation_metrics(pred[:1], target, class_names=["lung"])
-    with pytest.raises(ValueError, match="class names"):
-        _segmentation_metrics(onehot(pred), onehot(target), class_names=["background", "lung"])
+    assert empty["mean"]["dice"] is None
 
 
 def test_mask_to_original_undoes_the_letterbox(partial):
