@@ -141,7 +141,8 @@ def test_segmentation_report_uses_the_evaluation_layer():
     assert case["hd95"] == pytest.approx(4.0)
     assert out["mean"]["dice"] == pytest.approx((1 + 2 / 3) / 2)
     # an empty reference is undefined (None), not 0 or 1
-    empty = segmentation_report(np.zeros((1, 8, 8), int), np.zeros((1, 8, 8), int))
+    with pytest.warns(UserWarning, match="empty in the ground truth"):
+        empty = segmentation_report(np.zeros((1, 8, 8), int), np.zeros((1, 8, 8), int))
     assert empty["per_case"][0]["lung"] == {"dice": None, "iou": None, "hd95": None}
     assert empty["mean"]["dice"] is None
 
