@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
@@ -164,6 +164,7 @@ def inference_items(
     split: str = "test",
     meta_keys: Sequence[str] = DEFAULT_META_KEYS,
     limit: int = 0,
+    manifest_items: Optional[Callable[..., list[dict]]] = None,
 ) -> list[dict]:
     """Items to predict: a folder of images (``input_dir``) or a manifest split (``manifest``).
 
@@ -181,6 +182,8 @@ def inference_items(
     if input_dir:
         items = folder_items(input_dir)
         return items[:limit] if limit and limit > 0 else items
+    if manifest_items is not None:  # a bundle's own reader of manifest items (e.g. with masks)
+        return manifest_items(manifest, split, meta_keys=meta_keys, limit=limit)
     return split_items(manifest, split, require_labels=False, meta_keys=meta_keys, limit=limit)
 
 

@@ -161,17 +161,12 @@ def multi_output_inference_items(
     Raises:
         DataError: when neither or both inputs are given, or the folder holds no image.
     """
-    from medfuse.workflows.data import folder_items
+    from medfuse.workflows.data import inference_items
 
-    if bool(manifest) == bool(input_dir):
-        raise DataError(
-            "give either a manifest (--manifest M.json [--split test]) or a folder of images "
-            f"(--input_dir DIR), not {'both' if manifest else 'neither'}"
-        )
-    if input_dir:
-        items = folder_items(input_dir)
-        return items[:limit] if limit and limit > 0 else items
-    return multi_output_items(manifest, split, meta_keys=meta_keys, limit=limit, require="none")
+    def with_masks(manifest, split, meta_keys, limit):
+        return multi_output_items(manifest, split, meta_keys=meta_keys, limit=limit, require="none")
+
+    return inference_items(manifest, input_dir, split, meta_keys=meta_keys, limit=limit, manifest_items=with_masks)
 
 
 class FillMissingMaskd(MapTransform):
