@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,15 @@ def test_missing_manifest_is_one_line_error(tmp_path, capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "medfuse.cli", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("medfuse ")
+
+
+_TOOLS = sorted(p for p in (Path(__file__).resolve().parents[1] / "tools").glob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("script", _TOOLS, ids=[p.stem for p in _TOOLS])
+def test_every_tools_script_runs_its_command(script):
+    """Each tools/ script is a thin wrapper: ``--help`` prints the usage of a registered medfuse command."""
+    r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    usage = r.stdout.split("\n", 1)[0]
+    assert usage.startswith("usage: medfuse ") and usage.split()[2] in COMMANDS, usage
