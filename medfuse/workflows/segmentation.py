@@ -61,6 +61,7 @@ from medfuse.transforms.intensity import IntensityNormalized
 from medfuse.transforms.io import LoadXrayd
 from medfuse.transforms.spatial import ResizeWithPadd, fit_size
 from medfuse.utils.io import atomic_write_json
+from medfuse.workflows.engine import flag
 from medfuse.workflows.runs import is_main_process
 
 __all__ = [
@@ -336,6 +337,32 @@ class MultiOutputInferer(Inferer):
         return {"seg": out[0], "cls": out[1]}
 
 
+def clean_label_map(label_map: torch.Tensor, keep_components: int = 0, fill_holes: bool = False) -> torch.Tensor:
+    """Clean a ``(1, H, W)`` integer label map: the foreground (label > 0) keeps only its ``keep_components``
+    largest connected components (8-connected; 0: all), then holes enclosed by it are filled with the label of
+    the surrounding foreground (``scipy.ndimage``). Background stays 0; labels of kept pixels do not change."""
+    from scipy import ndimage
+
+    lm = label_map.detach().cpu().numpy().astype(np.int64)
+    out = lm.copy()
+    for c in range(lm.shape[0]):
+        fg = lm[c] > 0
+        if keep_components > 0:
+            comps, n = ndimage.label(fg, structure=np.ones((3,) * fg.ndim))
+            if n > keep_components:
+                sizes = np.bincount(comps.ravel())[1:]
+                keep = np.argsort(sizes)[::-1][:keep_components] + 1
+                fg = np.isin(comps, keep)
+                out[c][~fg] = 0
+        if fill_holes:
+            filled = ndimage.binary_fill_holes(fg)
+            holes = filled & ~fg
+            if holes.any():  # each hole takes the nearest foreground label
+                idx = ndimage.distance_transform_edt(~fg, return_distances=False, return_indices=True)
+                out[c][holes] = out[c][tuple(i[holes] for i in idx)]
+    return torch.as_tensor(out, dtype=label_map.dtype, device=label_map.device)
+
+
 class MultiOutputPostd(MapTransform):
     """Per decollated item: class probabilities to ``pred``, the label map to ``seg``, targets to the top level.
 
@@ -345,11 +372,18 @@ class MultiOutputPostd(MapTransform):
     ``ref_mask`` ``(1, H, W)`` and ``has_ref_mask`` (bool); ``label`` (int, or None when missing). (New key
     names: MONAI's engines write post-processed keys that exist in the batch, like ``mask``, back to the batch,
     where metrics do not see them.)
+
+    Optional clean-up of the label map (:func:`clean_label_map`): ``keep_components`` > 0 keeps that many
+    largest connected components of the foreground (2 for a pair of lungs; 0: off), ``fill_holes`` fills holes
+    enclosed by the foreground.
     """
 
-    def __init__(self, keys: KeysCollection = "pred", keep_prob: bool = False) -> None:
+    def __init__(self, keys: KeysCollection = "pred", keep_prob: bool = False, keep_components: int = 0,
+                 fill_holes: bool = False) -> None:
         super().__init__(keys)
         self.keep_prob = bool(keep_prob)
+        self.keep_components = int(keep_components)
+        self.fill_holes = flag(fill_holes, "fill_holes")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
@@ -361,7 +395,10 @@ class MultiOutputPostd(MapTransform):
                 seg, cls = pred[0], pred[1]
             seg = torch.as_tensor(seg).float()
             probs = torch.softmax(seg, dim=0)
-            d["seg"] = probs.argmax(dim=0, keepdim=True).float()
+            label_map = probs.argmax(dim=0, keepdim=True)
+            if self.keep_components > 0 or self.fill_holes:
+                label_map = clean_label_map(label_map, self.keep_components, self.fill_holes)
+            d["seg"] = label_map.float()
             if self.keep_prob:
                 d["seg_prob"] = 1.0 - probs[:1]
             d[key] = torch.softmax(torch.as_tensor(cls).float(), dim=0)

@@ -156,3 +156,23 @@ def test_mask_to_original_undoes_the_letterbox(partial):
     original = np.asarray(Image.open(items[0]["mask"])) > 127
     assert back.shape == (40, 60) and back.dtype == np.uint8
     assert np.array_equal(back.astype(bool), original)
+
+
+def test_clean_label_map_keeps_the_largest_components_and_fills_holes():
+    from medfuse.workflows.segmentation import clean_label_map
+
+    lm = torch.zeros(1, 20, 20, dtype=torch.long)
+    lm[0, 2:12, 2:8] = 1  # left lung, 60 px
+    lm[0, 2:12, 11:18] = 1  # right lung, 70 px
+    lm[0, 5, 4] = 0  # a hole in the left lung
+    lm[0, 16:18, 16:18] = 1  # a 4 px blob below the right lung
+    out = clean_label_map(lm, keep_components=2, fill_holes=True)
+    assert out.dtype == lm.dtype and out.shape == lm.shape
+    assert out[0, 16:18, 16:18].sum() == 0  # the blob is gone
+    assert out[0, 5, 4] == 1  # the hole is filled
+    assert int(out.sum()) == 60 + 70
+    # off: unchanged; keep only: the hole stays
+    assert torch.equal(clean_label_map(lm), lm)
+    kept = clean_label_map(lm, keep_components=2)
+    assert kept[0, 5, 4] == 0 and kept[0, 16:18, 16:18].sum() == 0
+    assert torch.equal(clean_label_map(lm, keep_components=3), lm)  # three components: nothing to drop
