@@ -209,6 +209,33 @@ def _uncertainty(m: Mapping) -> str:
     return text + _table(["", "referred", "kept", "accuracy of kept", "AUC of kept"], rows)
 
 
+def _segmentation(m: Mapping) -> str:
+    seg = m.get("segmentation")
+    if not seg:
+        return ""
+    rows = []
+    for name, vals in (seg.get("per_class") or {}).items():
+        row = [_e(name)]
+        for metric in ("dice", "iou", "hd95"):
+            v = vals.get(metric) or {}
+            row.append(f"{_f(v.get('mean'))} &plusmn; {_f(v.get('std'))} (median {_f(v.get('median'))})")
+        row.append(_e(str((vals.get("dice") or {}).get("n", ""))))
+        rows.append(row)
+    n = seg.get("n_cases", seg.get("n"))
+    text = (f"<h2>Segmentation</h2><p class='muted'>{_e(n)} case(s) with a reference mask"
+            + (f", {_e(seg['skipped_without_mask'])} without one left out" if seg.get("skipped_without_mask") else "")
+            + "; mean &plusmn; standard deviation (median) over the cases; HD95 in "
+            + _e(seg.get("hd95_units", "pixels of the network input")) + ".</p>"
+            + _table(["class", "Dice", "IoU", "HD95", "n"], rows))
+    cam = seg.get("cam_inside_lungs")
+    if cam:
+        u, k = cam.get("unmasked") or {}, cam.get("lung_masked") or {}
+        text += (f"<p>Share of Grad-CAM mass inside the reference lungs ({_e(cam.get('n_images'))} images): unmasked "
+                 f"{_f(u.get('mean'), 3)} (median {_f(u.get('median'), 3)}), confined to the predicted lungs "
+                 f"{_f(k.get('mean'), 3)} (median {_f(k.get('median'), 3)}).</p>")
+    return text
+
+
 def _gallery(m: Mapping) -> str:
     g = [r for r in (m.get("gallery") or []) if r.get("overlay_path")]
     skipped = [r for r in (m.get("gallery") or []) if not r.get("overlay_path")]
@@ -283,6 +310,7 @@ def render_html(metrics: Mapping, config: Mapping | None = None, run_info: Mappi
         f" &middot; classes: {classes} &middot; written {when}</p>",
         "<h2>Headline</h2>", _headline(m), _operating_points(m),
         "<h2>Per class</h2>", _per_class(m),
+        _segmentation(m),
         "<h2>Figures</h2>", _figures(m),
         "<h2>Calibration</h2>", _calibration(m),
         "<h2>Subgroups</h2>", _subgroups(m),

@@ -235,6 +235,7 @@ def evaluate_predictions(
     title: str | None = None,
     figures: bool = True,
     html: bool = True,
+    segmentation: str | os.PathLike | Mapping | None = None,
 ) -> dict:
     """Evaluate ``predictions_csv`` and write the report folder.
 
@@ -261,6 +262,10 @@ def evaluate_predictions(
         title: report title.
         figures: write the PNG figures. Defaults to True.
         html: write ``index.html``. Defaults to True.
+        segmentation: segmentation results of the same run (a ``segmentation_metrics.json`` path or its
+            dictionary: ``per_class`` Dice / IoU / HD95 summaries as
+            :func:`~medfuse.evaluation.segmentation.segmentation_metrics` gives them, optionally
+            ``cam_inside_lungs``), added to ``metrics.json`` and shown in the report.
 
     Returns:
         the metrics dictionary, as written to ``metrics.json``.
@@ -441,6 +446,12 @@ def evaluate_predictions(
             gallery.append(r)
     metrics["gallery"] = gallery
     metrics["files"] = {"metrics": "metrics.json", "per_case": "per_case.csv"}
+    if segmentation is not None:
+        seg = segmentation if isinstance(segmentation, Mapping) else _load_json(segmentation)
+        if seg is None:
+            raise DataError(f"{segmentation}: segmentation results not found or unreadable; evaluate the segmentation "
+                            "first (the bundle's evaluator writes segmentation_metrics.json) or leave it out")
+        metrics["segmentation"] = {k: v for k, v in seg.items() if k != "per_case"}
     if html:
         from medfuse.evaluation.html import write_html
 

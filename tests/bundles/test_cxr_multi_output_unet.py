@@ -161,6 +161,10 @@ def test_evaluate(trained):
     assert cam["n_images"] == n_test
     for key in ("unmasked", "lung_masked"):
         assert cam[key]["mean"] is None or 0.0 <= cam[key]["mean"] <= 1.0
+    # the shared report carries the segmentation results next to the diagnosis
+    assert metrics["segmentation"]["per_class"] == seg["per_class"]
+    page = (ev / "index.html").read_text()
+    assert "<h2>Segmentation</h2>" in page and f"{lung['dice']['mean']:.4f}" in page
 
 
 def test_inference_masks_probabilities_and_cam(trained, demo_data, tmp_path):
