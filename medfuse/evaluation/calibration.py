@@ -455,6 +455,14 @@ def fit_run_calibration(
                 extra[k] += [str(s) for s in v] if v is not None else [""] * len(p)
     probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
     labels_arr = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    labelled = labels_arr >= 0  # items without a class (label -1, e.g. mask-only items) cannot calibrate
+    if not labelled.all():
+        probs_arr, labels_arr = probs_arr[labelled], labels_arr[labelled]
+        images = [im for im, keep in zip(images, labelled) if keep]
+        extra = {k: [v for v, keep in zip(vals, labelled) if keep] for k, vals in extra.items()}
+    if not labels_arr.size:
+        logger.warning("no labelled validation case: calibration not fitted")
+        return None
     write_predictions(run_dir / "validation_predictions.csv", images, probs_arr, classes, labels=labels_arr.tolist(),
                       extra={k: v for k, v in extra.items() if any(v)})
     cal = fit_calibration(

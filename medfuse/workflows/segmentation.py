@@ -493,6 +493,23 @@ def _summary(values: Sequence[float]) -> dict:
     return {"mean": float(arr.mean()), "std": float(arr.std()), "median": float(np.median(arr)), "n": int(arr.size)}
 
 
+def fit_head_calibration(run_dir: str | os.PathLike, network: torch.nn.Module, dataloader: Any, classes: Sequence[str],
+                         **kwargs: Any) -> Optional[dict]:
+    """:func:`medfuse.evaluation.fit_run_calibration` for the diagnosis head of a multi-output network.
+
+    The network answers with class logits alone (``set_output("cls")``) while the temperature and threshold
+    are fitted on the labelled validation items, and is put back in its previous output mode afterwards.
+    """
+    from medfuse.evaluation.calibration import fit_run_calibration
+
+    net = _unwrap(network)
+    previous = net.output
+    try:
+        return fit_run_calibration(run_dir, net.set_output("cls"), dataloader, classes, **kwargs)
+    finally:
+        net.set_output(previous)
+
+
 def print_segmentation_summary(path: str | os.PathLike) -> dict:
     """Print the per-class means of a ``segmentation_metrics.json`` (and the CAM statistic); return its content."""
     with open(path, encoding="utf-8") as f:

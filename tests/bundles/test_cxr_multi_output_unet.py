@@ -97,7 +97,17 @@ def test_training_wiring(trained):
     loss = parser.get_parsed_content("loss")
     assert loss.seg_weight == 1.0 and loss.cls_weight == 0.5 and loss.class_weights.shape == (2,)
     assert loss.last["n_seg"] > 0 and loss.last["n_cls"] > 0
-    assert parser.get_parsed_content("network").output == "both"
+    assert parser.get_parsed_content("network").output == "both"  # restored after the head's calibration
+
+
+def test_diagnosis_head_calibration(trained):
+    """Training ends by fitting calibration.json on the labelled validation items with the class head alone."""
+    run = trained["run_dir"]
+    cal = json.loads((run / "calibration.json").read_text())
+    n_val = len(read_manifest(trained["tiny"]["manifest"], validate=False)["validation"])
+    assert cal["classes"] == ["normal", "opacity"] and cal["temperature"] > 0 and cal["fitted_on"]["n"] == n_val
+    rows = (run / "validation_predictions.csv").read_text().splitlines()
+    assert len(rows) == n_val + 1 and rows[0].split(",")[:2] == ["image", "label"]
 
 
 def _partial_manifest(src, dst):
@@ -161,6 +171,7 @@ def test_evaluate(trained):
     assert cam["n_images"] == n_test
     for key in ("unmasked", "lung_masked"):
         assert cam[key]["mean"] is None or 0.0 <= cam[key]["mean"] <= 1.0
+    assert metrics["calibration"]["applied"] and metrics["calibration"]["source"].endswith("calibration.json")
     # the shared report carries the segmentation results next to the diagnosis
     assert metrics["segmentation"]["per_class"] == seg["per_class"]
     page = (ev / "index.html").read_text()
