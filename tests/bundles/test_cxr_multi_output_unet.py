@@ -257,3 +257,4 @@ def test_torchrun_multi_gpu_config_on_cpu(demo_data, tmp_path):
     rows = [json.loads(r) for r in (run / "log.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(0 < r["val_dice"] <= 1 for r in rows)
     assert (run / "model.pt").is_file()
+    assert json.loads((run / "calibration.json").read_text())["temperature"] > 0  # rank 0, after training
