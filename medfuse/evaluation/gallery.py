@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from medfuse.utils.io import atomic_write_csv
+
 __all__ = ["uncertainty_order", "write_uncertain_cams", "read_cam_index"]
 
 logger = logging.getLogger(__name__)
@@ -119,11 +121,7 @@ def write_uncertain_cams(
                          "overlay": name, "skipped": ""})
     rows.sort(key=lambda r: r["rank"])
     index = out / "index.csv"
-    with open(index, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=INDEX_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: ("" if r.get(c) is None else r.get(c, "")) for c in INDEX_COLUMNS})
+    atomic_write_csv(index, rows, INDEX_COLUMNS, extrasaction="ignore")
     done = sum(1 for r in rows if r.get("overlay"))
     logger.info("CAM gallery: %d overlays, %d skipped -> %s", done, len(rows) - done, out)
     net.eval()

@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_csv", "sha256_file"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -48,6 +50,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 4) -> Path:
     """Atomically write ``obj`` as JSON (4-space indent, as the MONAI model zoo wants)."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def atomic_write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str],
+                     extrasaction: str = "raise") -> Path:
+    """Atomically write ``rows`` as a CSV with a header (``\\n`` line ends; ``None`` and missing values empty).
+
+    ``extrasaction="ignore"`` drops keys that are not in ``fieldnames`` (``"raise"``: a ValueError).
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fieldnames), restval="", extrasaction=extrasaction, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

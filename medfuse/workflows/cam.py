@@ -11,7 +11,6 @@ listing ``image``, ``pred``, ``prob``, ``overlay`` (file name relative to ``inde
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from medfuse.utils.io import atomic_write_csv
 from medfuse.visualize.cam import compute_cam, save_overlay
 from medfuse.workflows.data import IMAGE_EXTENSIONS
 from medfuse.workflows.runs import is_main_process
@@ -287,11 +287,7 @@ class CAMWriter:
         """(Re)write ``index.csv`` with this run's rows (header only when there are none)."""
         if not is_main_process():
             return None
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.index_path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["image", "pred", "prob", "overlay"], lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(self.rows)
+        atomic_write_csv(self.index_path, self.rows, ["image", "pred", "prob", "overlay"])
         if engine is not None:
             logger.info("wrote %d CAM overlays to %s", len(self.rows), self.output_dir)
         return self.index_path

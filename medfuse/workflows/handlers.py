@@ -14,7 +14,6 @@ Early stopping uses MONAI's ``EarlyStopHandler`` directly (see the bundle config
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import LrScheduleHandler, from_engine
 
 from medfuse.evaluation.predictions import write_predictions
+from medfuse.utils.io import atomic_write_csv
 
 __all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "lr_schedule_handler", "LR_SCHEDULES"]
 
@@ -143,11 +143,7 @@ class EpochLogger:
             cols: list[str] = []
             for r in self.rows:
                 cols += [k for k in r if k not in cols]
-            with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n")
-                w.writeheader()
-                for r in self.rows:
-                    w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+            atomic_write_csv(self.csv_path, self.rows, cols)
 
 
 def _item_value(item_out: Any, item_batch: Any, key: str) -> Any:

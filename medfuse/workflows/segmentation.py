@@ -60,7 +60,7 @@ from medfuse.networks.losses import MISSING_LABEL
 from medfuse.transforms.intensity import IntensityNormalized
 from medfuse.transforms.io import LoadXrayd
 from medfuse.transforms.spatial import ResizeWithPadd, fit_size
-from medfuse.utils.io import atomic_write_json
+from medfuse.utils.io import atomic_write_csv, atomic_write_json
 from medfuse.workflows.engine import flag
 from medfuse.workflows.runs import is_main_process
 
@@ -784,13 +784,8 @@ class MaskWriter:
     def write_index(self, engine: Optional[Engine] = None) -> Optional[Path]:
         if not is_main_process():
             return None
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "masks.csv"
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["image", "mask", "height", "width", "foreground_fraction"],
-                               lineterminator="\n")
-            w.writeheader()
-            w.writerows(self.rows)
+        path = atomic_write_csv(self.output_dir / "masks.csv", self.rows,
+                                ["image", "mask", "height", "width", "foreground_fraction"])
         if engine is not None:
             logger.info("wrote %d masks to %s", len(self.rows), self.output_dir)
         return path
@@ -881,11 +876,5 @@ class LungCAMWriter:
     def write_index(self, engine: Optional[Engine] = None) -> Optional[Path]:
         if not is_main_process():
             return None
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "index.csv"
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["image", "pred", "prob", "cam_inside_pred_lungs", "overlay"],
-                               lineterminator="\n")
-            w.writeheader()
-            w.writerows(self.rows)
-        return path
+        return atomic_write_csv(self.output_dir / "index.csv", self.rows,
+                                ["image", "pred", "prob", "cam_inside_pred_lungs", "overlay"])
