@@ -449,10 +449,15 @@ def save_overlay(
     axes[0].set_title("image", fontsize=9)
     axes[1].imshow(rgb, interpolation="nearest")
     axes[1].set_title("CAM overlay", fontsize=9)
+    return _save_panels(fig, axes, path, title, fontsize=10)
+
+
+def _save_panels(fig, axes, path: str | os.PathLike, title: Any = None, fontsize: int = 10) -> Path:
+    """Hide the axes, add the title, lay out and write the figure as PNG (folders created)."""
     for ax in axes:
         ax.set_axis_off()
     if title:
-        fig.suptitle(str(title), fontsize=10)
+        fig.suptitle(str(title), fontsize=fontsize)
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

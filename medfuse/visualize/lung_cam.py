@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from monai.utils import convert_to_tensor
 
-from medfuse.visualize.cam import compute_cam, dilate_mask, overlay_cam, restrict_cam
+from medfuse.visualize.cam import _save_panels, compute_cam, dilate_mask, overlay_cam, restrict_cam
 
 __all__ = [
     "ClassLogitsView",
@@ -314,12 +314,4 @@ def save_lung_cam_overlay(
     for ax, rgb, name in zip(axes[1:], panels, names[1:]):
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title(name, fontsize=8)
-    for ax in axes:
-        ax.set_axis_off()
-    if title:
-        fig.suptitle(str(title), fontsize=9)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    return _save_panels(fig, axes, path, title, fontsize=9)
