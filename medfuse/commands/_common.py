@@ -1,6 +1,6 @@
 # Copyright (c) medfuse contributors
 # Licensed under the Apache License, Version 2.0
-"""Private helpers shared by the ``*2manifest`` converter commands."""
+"""Private helpers shared by the commands: argparse types, the ``*2manifest`` options and outputs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,34 @@ from typing import Any
 from medfuse.data.manifest import write_manifest
 from medfuse.utils.io import atomic_write_json
 
-__all__ = ["common_options", "write_outputs"]
+__all__ = ["common_options", "write_outputs", "nonnegative_int", "unit_fraction"]
+
+
+def nonnegative_int(what: str, hint: str = ""):
+    """argparse ``type``: a whole number >= 0; the error names ``what`` (and adds ``hint``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: give a whole number >= 0{hint}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+def unit_fraction(text: str) -> float:
+    """argparse ``type``: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"invalid fraction {text!r}: give a number in (0, 1], e.g. 0.5")
+    return value
 
 
 def common_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import sys
 import time
 
 from medfuse.cli import run_command
+from medfuse.commands._common import nonnegative_int, unit_fraction
 
 __all__ = ["HELP", "build_parser", "main", "parse_count", "parse_fraction", "parse_seed", "parse_size"]
 
@@ -36,36 +37,9 @@ def parse_size(text: str) -> int | tuple[int, int]:
     return values[0] if len(values) == 1 else (values[0], values[1])
 
 
-def parse_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"invalid count {text!r}: give a whole number >= 0 (0 leaves the modality out)"
-        )
-    return value
-
-
-def parse_seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give a whole number >= 0")
-    return value
-
-
-def parse_fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"invalid fraction {text!r}: give a number in (0, 1], e.g. 0.5")
-    return value
+parse_count = nonnegative_int("count", " (0 leaves the modality out)")
+parse_seed = nonnegative_int("seed")
+parse_fraction = unit_fraction
 
 
 def build_parser(prog: str = "medfuse demo-data") -> argparse.ArgumentParser:

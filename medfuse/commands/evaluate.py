@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from medfuse.cli import run_command
+from medfuse.commands._common import nonnegative_int, unit_fraction
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -28,26 +29,6 @@ def _classes(text: str) -> list[str]:
     if len(names) < 2:
         raise argparse.ArgumentTypeError(f"--classes needs at least two comma-separated names, got {text!r}")
     return names
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return v
-
-
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return v
 
 
 def build_parser(prog: str = "medfuse evaluate") -> argparse.ArgumentParser:
@@ -66,14 +47,14 @@ def build_parser(prog: str = "medfuse evaluate") -> argparse.ArgumentParser:
                      help="validation predictions (same format): temperature and threshold are fitted on them")
     cal.add_argument("--calibration", default=None, metavar="calibration.json",
                      help="apply a fitted calibration (e.g. <run_dir>/calibration.json) to the probabilities of P.csv")
-    p.add_argument("--target-sensitivity", type=_fraction, default=0.9, metavar="S",
+    p.add_argument("--target-sensitivity", type=unit_fraction, default=0.9, metavar="S",
                    help="sensitivity the validated threshold must reach (default 0.9; with --validation)")
     p.add_argument("--positive-class", default=None, metavar="NAME",
                    help="positive class of a two-class task (default: the second class)")
-    p.add_argument("--bootstrap", type=_count, default=1000, metavar="N",
+    p.add_argument("--bootstrap", type=nonnegative_int("count"), default=1000, metavar="N",
                    help="bootstrap resamples for the 95%% intervals (default 1000; 0 = none)")
-    p.add_argument("--seed", type=_count, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--bins", type=_count, default=15, metavar="B", help="calibration bins (default 15)")
+    p.add_argument("--seed", type=nonnegative_int("seed"), default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--bins", type=nonnegative_int("count"), default=15, metavar="B", help="calibration bins (default 15)")
     p.add_argument("--manifest", default=None, metavar="M.json", help="manifest summarised in the report (optional)")
     p.add_argument("--cam-dir", default=None, metavar="DIR",
                    help="folder with CAM overlays and their index.csv, shown as the gallery (optional)")
