@@ -45,9 +45,10 @@ from .io import (
     read_pil_image,
 )
 from .presets import cxr_eval_transforms, cxr_train_transforms, oct_eval_transforms, oct_train_transforms
-from .spatial import ResizeWithPad, ResizeWithPadd, ResizeWithPadD, ResizeWithPadDict, fit_size
+from .spatial import FillMissingMaskd, ResizeWithPad, ResizeWithPadd, ResizeWithPadD, ResizeWithPadDict, fit_size
 
 __all__ = [
+    "FillMissingMaskd",
     "read_dicom_dataset",
     "read_dicom_image",
     "is_dicom_file",

@@ -39,7 +39,7 @@ from monai.utils import ensure_tuple
 
 from medfuse.transforms.intensity import ContrastEnhanced, IntensityNormalized, RandSpeckleNoised
 from medfuse.transforms.io import LoadOCTd, LoadXrayd
-from medfuse.transforms.spatial import ResizeWithPadd
+from medfuse.transforms.spatial import FillMissingMaskd, ResizeWithPadd
 
 __all__ = ["cxr_train_transforms", "cxr_eval_transforms", "oct_train_transforms", "oct_eval_transforms"]
 
@@ -61,16 +61,17 @@ def _check(keys, image_size: int, in_channels: int, mask_key, frame=None) -> tup
 
 def _build(
     loader, loader_kwargs, keys, image_size, in_channels, mask_key, percentiles, mask_threshold, enhanced_postfix,
-    mean, std, augment=None,
+    mean, std, augment=None, optional_mask=False,
 ) -> Compose:
     """The steps every preset shares: check, load and fit, ``augment`` (training only), finish.
 
     ``augment(keys, all_keys, modes)`` returns the training augmentations; ``all_keys`` adds
     the mask key to the image keys and ``modes`` gives their interpolation (nearest for the
-    mask). Its output is clipped back to [0, 1].
+    mask). Its output is clipped back to [0, 1]. ``optional_mask``: items may lack the mask; they get an
+    all-zero one and ``has_mask`` = 0 (:class:`~medfuse.transforms.spatial.FillMissingMaskd`).
     """
     keys = _check(keys, image_size, in_channels, mask_key, loader_kwargs.get("frame"))
-    xforms = _load_and_fit(loader, keys, mask_key, image_size, percentiles, mask_threshold, loader_kwargs)
+    xforms = _load_and_fit(loader, keys, mask_key, image_size, percentiles, mask_threshold, loader_kwargs, optional_mask)
     if augment is not None:
         all_keys = list(keys) + ([mask_key] if mask_key is not None else [])
         modes = ["bilinear"] * len(keys) + (["nearest"] if mask_key is not None else [])
@@ -80,16 +81,20 @@ def _build(
     return Compose(xforms)
 
 
-def _load_and_fit(loader, keys, mask_key, image_size, percentiles, mask_threshold, loader_kwargs) -> list:
+def _load_and_fit(loader, keys, mask_key, image_size, percentiles, mask_threshold, loader_kwargs,
+                  optional_mask=False) -> list:
     xforms = [loader(keys, **loader_kwargs)]
     if percentiles is not None:
         xforms.append(IntensityNormalized(keys, percentiles=percentiles))
     spatial_keys, modes = list(keys), ["auto"] * len(keys)
     if mask_key is not None:
         # a binary mask is read in [0, 1] and thresholded; a label map keeps its raw values
-        xforms.append(loader(mask_key, scale=mask_threshold is not None, mask_padding=False, **_frame_only(loader_kwargs)))
+        xforms.append(loader(mask_key, scale=mask_threshold is not None, mask_padding=False,
+                             allow_missing_keys=optional_mask, **_frame_only(loader_kwargs)))
         if mask_threshold is not None:
-            xforms.append(AsDiscreted(mask_key, threshold=mask_threshold))
+            xforms.append(AsDiscreted(mask_key, threshold=mask_threshold, allow_missing_keys=optional_mask))
+        if optional_mask:
+            xforms.append(FillMissingMaskd(mask_key, ref_key=keys[0]))
         spatial_keys.append(mask_key)
         modes.append("nearest")
     xforms.append(ResizeWithPadd(spatial_keys, size=image_size, mode=modes, pad_value=0.0))
@@ -135,6 +140,7 @@ def cxr_train_transforms(
     enhanced_postfix: str | None = None,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
+    optional_mask: bool = False,
 ) -> Compose:
     """Training pipeline for chest X-rays (DICOM, PNG/JPEG, NIfTI slices).
 
@@ -159,6 +165,8 @@ def cxr_train_transforms(
         enhanced_postfix: also write a CLAHE copy of each image key to ``f"{key}_{postfix}"``
             (e.g. ``"enhanced"`` -> ``"image_enhanced"``, DIFM's second input), after augmentation.
         mean, std: subtract/divide at the end (e.g. ImageNet statistics with ``in_channels=3``).
+        optional_mask: items may lack ``mask_key`` (e.g. labelled images without a lung mask): they get an
+            all-zero mask and ``has_mask`` = 0 (items with one get ``has_mask`` = 1).
 
     Returns:
         ``monai.transforms.Compose``; ``set_random_state(seed)`` makes it deterministic.
@@ -189,7 +197,7 @@ def cxr_train_transforms(
 
     return _build(
         LoadXrayd, {"apply_voi": apply_voi}, keys, image_size, in_channels, mask_key, percentiles, mask_threshold,
-        enhanced_postfix, mean, std, augment,
+        enhanced_postfix, mean, std, augment, optional_mask,
     )
 
 
@@ -212,6 +220,7 @@ def cxr_eval_transforms(
     enhanced_postfix: str | None = None,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
+    optional_mask: bool = False,
 ) -> Compose:
     """Deterministic evaluation/inference pipeline for chest X-rays (arguments as :func:`cxr_train_transforms`).
 
@@ -220,7 +229,7 @@ def cxr_eval_transforms(
     """
     return _build(
         LoadXrayd, {"apply_voi": apply_voi}, keys, image_size, in_channels, mask_key, percentiles, mask_threshold,
-        enhanced_postfix, mean, std,
+        enhanced_postfix, mean, std, optional_mask=optional_mask,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -23,7 +24,7 @@ from monai.transforms import MapTransform, Resize, SpatialPad
 from monai.transforms.inverse import InvertibleTransform
 from monai.utils import TraceKeys, ensure_tuple_rep
 
-__all__ = ["ResizeWithPad", "ResizeWithPadd", "ResizeWithPadD", "ResizeWithPadDict", "fit_size"]
+__all__ = ["ResizeWithPad", "ResizeWithPadd", "ResizeWithPadD", "ResizeWithPadDict", "fit_size", "FillMissingMaskd"]
 
 _NEAREST = ("nearest", "nearest-exact")
 
@@ -202,3 +203,28 @@ class ResizeWithPadd(MapTransform, InvertibleTransform):
 
 
 ResizeWithPadD = ResizeWithPadDict = ResizeWithPadd
+
+
+class FillMissingMaskd(MapTransform):
+    """Give items without a mask an all-zero one shaped like the image, and record ``has_mask``.
+
+    Args:
+        keys: the mask key (one).
+        ref_key: the image key whose spatial shape the placeholder takes. Defaults to ``"image"``.
+        flag_key: where ``1`` (real mask) or ``0`` (placeholder) is written. Defaults to ``"has_mask"``.
+    """
+
+    def __init__(self, keys: KeysCollection = "mask", ref_key: str = "image", flag_key: str = "has_mask") -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.ref_key = ref_key
+        self.flag_key = flag_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.keys:
+            present = key in d and d[key] is not None and not isinstance(d[key], str)
+            if not present:
+                ref = d[self.ref_key]
+                d[key] = torch.zeros_like(ref[:1]) if isinstance(ref, torch.Tensor) else np.zeros_like(ref[:1])
+            d[self.flag_key] = int(present)
+        return d

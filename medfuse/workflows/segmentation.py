@@ -40,26 +40,12 @@ from ignite.metrics import Metric
 from monai.config import KeysCollection
 from monai.engines.utils import PrepareBatch
 from monai.inferers import Inferer
-from monai.transforms import (
-    AsDiscreted,
-    Compose,
-    EnsureTyped,
-    MapTransform,
-    RandAffined,
-    RandAdjustContrastd,
-    RandGaussianNoised,
-    RandScaleIntensityFixedMeand,
-    RandShiftIntensityd,
-    RepeatChanneld,
-    ScaleIntensityRanged,
-)
+from monai.transforms import Compose, MapTransform
 
 from medfuse.data.manifest import load_split
 from medfuse.errors import DataError, ManifestError
 from medfuse.networks.losses import MISSING_LABEL
-from medfuse.transforms.intensity import IntensityNormalized
-from medfuse.transforms.io import LoadXrayd
-from medfuse.transforms.spatial import ResizeWithPadd, fit_size
+from medfuse.transforms.spatial import FillMissingMaskd, fit_size
 from medfuse.utils.io import atomic_write_csv, atomic_write_json
 from medfuse.workflows.engine import flag
 from medfuse.workflows.runs import is_main_process
@@ -170,31 +156,6 @@ def multi_output_inference_items(
     return inference_items(manifest, input_dir, split, meta_keys=meta_keys, limit=limit, manifest_items=with_masks)
 
 
-class FillMissingMaskd(MapTransform):
-    """Give items without a mask an all-zero one shaped like the image, and record ``has_mask``.
-
-    Args:
-        keys: the mask key (one).
-        ref_key: the image key whose spatial shape the placeholder takes. Defaults to ``"image"``.
-        flag_key: where ``1`` (real mask) or ``0`` (placeholder) is written. Defaults to ``"has_mask"``.
-    """
-
-    def __init__(self, keys: KeysCollection = "mask", ref_key: str = "image", flag_key: str = "has_mask") -> None:
-        super().__init__(keys, allow_missing_keys=True)
-        self.ref_key = ref_key
-        self.flag_key = flag_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        d = dict(data)
-        for key in self.keys:
-            present = key in d and d[key] is not None and not isinstance(d[key], str)
-            if not present:
-                ref = d[self.ref_key]
-                d[key] = torch.zeros_like(ref[:1]) if isinstance(ref, torch.Tensor) else np.zeros_like(ref[:1])
-            d[self.flag_key] = int(present)
-        return d
-
-
 def multi_output_transforms(
     image_size: int = 256,
     train: bool = False,
@@ -212,7 +173,8 @@ def multi_output_transforms(
     noise_prob: float = 0.2,
     noise_std: float = 0.02,
 ) -> Compose:
-    """Chest X-ray + optional lung mask pipeline (training when ``train``, deterministic otherwise).
+    """Chest X-ray + optional lung mask pipeline (training when ``train``, deterministic otherwise): the CXR
+    presets of :mod:`medfuse.transforms.presets` with ``optional_mask=True`` and no flips.
 
     Load (DICOM / PNG / JPEG / NIfTI, DICOM display pipeline) -> percentile normalisation to [0, 1] -> mask read in
     [0, 1] and thresholded at ``mask_threshold`` (0/255 PNG masks with anti-aliased edges: 0.5 means 127.5) ->
@@ -227,38 +189,16 @@ def multi_output_transforms(
     Raises:
         ValueError: a non-positive ``image_size`` or ``in_channels`` other than 1 or 3.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-    if in_channels not in (1, 3):
-        raise ValueError(f"in_channels must be 1 or 3, got {in_channels!r}")
-    both = [image_key, mask_key]
-    xforms: list = [LoadXrayd(image_key, apply_voi=apply_voi)]
-    if percentiles is not None:
-        xforms.append(IntensityNormalized(image_key, percentiles=tuple(percentiles)))
-    xforms += [
-        LoadXrayd(mask_key, scale=True, mask_padding=False, allow_missing_keys=True),
-        AsDiscreted(mask_key, threshold=float(mask_threshold), allow_missing_keys=True),
-        FillMissingMaskd(mask_key, ref_key=image_key),
-        ResizeWithPadd(both, size=image_size, mode=["auto", "nearest"], pad_value=0.0),
-    ]
-    if train:
-        xforms += [
-            RandAffined(
-                both, prob=affine_prob, rotate_range=np.deg2rad(rotate_degrees), scale_range=(scale_range, scale_range),
-                translate_range=(translate_fraction * image_size, translate_fraction * image_size),
-                mode=["bilinear", "nearest"], padding_mode="zeros", spatial_size=(image_size, image_size),
-                cache_grid=True,
-            ),
-            RandAdjustContrastd(image_key, prob=intensity_prob, gamma=(0.8, 1.25)),
-            RandScaleIntensityFixedMeand(image_key, prob=intensity_prob, factors=0.2),
-            RandShiftIntensityd(image_key, prob=intensity_prob, offsets=0.1),
-            RandGaussianNoised(image_key, prob=noise_prob, std=noise_std),
-            ScaleIntensityRanged(image_key, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
-        ]
-    if in_channels == 3:
-        xforms.append(RepeatChanneld(image_key, repeats=3))
-    xforms.append(EnsureTyped(both, dtype=torch.float32))
-    return Compose(xforms)
+    from medfuse.transforms.presets import cxr_eval_transforms, cxr_train_transforms
+
+    common = dict(keys=(image_key,), image_size=image_size, in_channels=in_channels, mask_key=mask_key,
+                  percentiles=tuple(percentiles) if percentiles is not None else None, apply_voi=apply_voi,
+                  mask_threshold=float(mask_threshold), optional_mask=True)
+    if not train:
+        return cxr_eval_transforms(**common)
+    return cxr_train_transforms(**common, flip=False, rotate_degrees=rotate_degrees, scale_range=scale_range,
+                                translate_fraction=translate_fraction, affine_prob=affine_prob,
+                                intensity_prob=intensity_prob, noise_prob=noise_prob, noise_std=noise_std)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -107,6 +107,19 @@ def test_mask_aligned_with_image(masked_item, factory):
         assert float(image[:, :10].abs().max()) == 0.0 and float(mask[:, :10].max()) == 0.0
 
 
+@pytest.mark.parametrize("factory", [cxr_train_transforms, cxr_eval_transforms])
+def test_optional_mask(masked_item, factory):
+    """optional_mask: items without the mask get an all-zero one and has_mask 0; without it, the key is required."""
+    t = factory(image_size=SIZE, mask_key="mask", optional_mask=True)
+    with_mask, without = t(dict(masked_item)), t({k: v for k, v in masked_item.items() if k != "mask"})
+    assert with_mask["has_mask"] == 1 and float(with_mask["mask"].sum()) > 50
+    assert without["has_mask"] == 0 and tuple(without["mask"].shape) == (1, SIZE, SIZE)
+    assert float(without["mask"].abs().max()) == 0.0 and without["mask"].dtype == torch.float32
+    with pytest.raises(RuntimeError) as e:  # MONAI wraps the loader's KeyError
+        factory(image_size=SIZE, mask_key="mask")({k: v for k, v in masked_item.items() if k != "mask"})
+    assert isinstance(e.value.__cause__, KeyError) and "mask" in str(e.value.__cause__)
+
+
 def test_label_map_mask_keeps_values(tmp_path, masked_item):
     labels = np.zeros((120, 80), np.uint8)
     labels[10:50] = 1
