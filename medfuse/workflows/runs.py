@@ -82,6 +82,21 @@ def make_run_name(suffix: str = "") -> str:
     return f"{name}-{suffix}" if suffix else name
 
 
+def _first_on_stack(pick):
+    """The first non-None ``pick(self)`` over the ``self`` of the calling frames, innermost first, or None."""
+    frame = inspect.currentframe()
+    try:
+        f = frame.f_back if frame is not None else None
+        while f is not None:
+            found = pick(f.f_locals.get("self"))
+            if found is not None:
+                return found
+            f = f.f_back
+    finally:
+        del frame
+    return None
+
+
 def find_active_parser():
     """The :class:`monai.bundle.ConfigParser` evaluating the current config expression, or ``None``.
 
@@ -90,37 +105,20 @@ def find_active_parser():
     """
     from monai.bundle import ConfigParser
 
-    frame = inspect.currentframe()
-    try:
-        f = frame.f_back if frame is not None else None
-        while f is not None:
-            obj = f.f_locals.get("self")
-            if isinstance(obj, ConfigParser):
-                return obj
-            parser = getattr(obj, "parser", None) if obj is not None and type(obj).__name__.endswith("Workflow") else None
-            if isinstance(parser, ConfigParser):
-                return parser
-            f = f.f_back
-    finally:
-        del frame
-    return None
+    def pick(obj):
+        if isinstance(obj, ConfigParser):
+            return obj
+        parser = getattr(obj, "parser", None) if obj is not None and type(obj).__name__.endswith("Workflow") else None
+        return parser if isinstance(parser, ConfigParser) else None
+
+    return _first_on_stack(pick)
 
 
 def find_active_workflow():
     """The MONAI bundle workflow (``ConfigWorkflow``) whose method is on the call stack, or ``None``."""
     from monai.bundle import BundleWorkflow
 
-    frame = inspect.currentframe()
-    try:
-        f = frame.f_back if frame is not None else None
-        while f is not None:
-            obj = f.f_locals.get("self")
-            if isinstance(obj, BundleWorkflow):
-                return obj
-            f = f.f_back
-    finally:
-        del frame
-    return None
+    return _first_on_stack(lambda obj: obj if isinstance(obj, BundleWorkflow) else None)
 
 
 def active_bundle_root(default: str = ".") -> str:
