@@ -113,3 +113,8 @@ def test_full_demo_trains_evaluates_and_infers(tmp_path, capsys):
     assert res["export"]["zoo"] == str(zoo) and f"zoo: {zoo}" in text
     assert (zoo / "releases" / f"{demo.DEMO_BUNDLE}_v0.1.0.zip").is_file()
     assert f"{demo.DEMO_BUNDLE}_v0.1.0" in json.loads((zoo / "model_info.json").read_text())
+    # the metadata schema is checked where the shared data has it, and the summary says when it was not
+    from medfuse.zoo.checks import default_schema_path
+
+    expected = "checked" if default_schema_path() is not None else "NOT checked (no schema file)"
+    assert res["export"]["metadata_schema"] == expected and f"metadata_schema: {expected}" in text

@@ -333,3 +333,19 @@ def test_get_refuses_a_replaced_archive(cxr_weights, schema, tmp_path):
         zf.writestr(f"{CXR}/extra.txt", "tampered")
     with pytest.raises(DataError, match=r"SHA-256 .* differs from .* the archive is corrupt or was replaced"):
         get_bundle(zoo, CXR, tmp_path / "out")
+
+
+def test_without_a_schema_file(cxr_weights, tmp_path, monkeypatch):
+    """No schema anywhere: a failed check by default; with require_schema=False the export goes on and says so."""
+    import medfuse.zoo.checks as zoo_checks
+
+    monkeypatch.setattr(zoo_checks, "default_schema_path", lambda: None)
+    with pytest.raises(ZooCheckError, match="no metadata schema file"):
+        export_bundle(REPO / "bundles" / CXR, tmp_path / "strict", weights=cxr_weights, log=lambda m: None)
+    assert not (tmp_path / "strict" / "model_info.json").exists()
+    res = export_bundle(REPO / "bundles" / CXR, tmp_path / "zoo", weights=cxr_weights, log=lambda m: None,
+                        require_schema=False)
+    assert "metadata schema: NOT checked (no schema file)" in res.checks
+    assert not any(c.startswith("metadata schema (") for c in res.checks)
+    assert any("NOT checked against the MONAI schema" in w for w in res.warnings)
+    assert res.release.is_file() and res.round_trip_max_abs_diff <= 1e-4
