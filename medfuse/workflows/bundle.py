@@ -27,15 +27,27 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WORKFLOWS", "bundle_dir", "run_bundle"]
+__all__ = [
+    "BASE_KEY",
+    "WORKFLOWS",
+    "bundle_dir",
+    "compose_layers",
+    "config_layers",
+    "layered_config_arg",
+    "run_bundle",
+    "workflow_files",
+]
 
 #: workflow name -> (config files, MONAI workflow type)
 WORKFLOWS = {
     "train": (("train.json",), "train"),
     "evaluate": (("train.json", "evaluate.json"), "train"),
     "inference": (("inference.json",), "infer"),
+    "multi_gpu_train": (("train.json", "multi_gpu_train.json"), "train"),
 }
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+#: key of ``configs/metadata.json`` naming the bundle whose configs this bundle's configs override
+BASE_KEY = "config_base"
 
 
 def bundle_dir(bundle: str | os.PathLike) -> Path:
@@ -52,6 +64,105 @@ def bundle_dir(bundle: str | os.PathLike) -> Path:
         f"bundle {bundle!r} not found (looked in {', '.join(str(c) for c in candidates)}); "
         "give the path of a bundle folder"
     )
+
+
+def _metadata(root: Path) -> dict:
+    meta = root / "configs" / "metadata.json"
+    if not meta.is_file():
+        return {}
+    with open(meta, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def config_layers(bundle: str | os.PathLike, name: str, _seen: tuple = ()) -> list[Path]:
+    """The config files that make up ``configs/<name>`` of ``bundle``, base first.
+
+    A bundle whose ``configs/metadata.json`` names a base bundle under ``"config_base"`` holds only what
+    differs from it: its ``configs/<name>`` (when present) is an override file applied after the base's
+    layers of the same name, as ``python -m monai.bundle run --config_file "[base, bundle]"`` applies
+    it. A bundle without a base is complete: its own file is the only layer.
+
+    Raises:
+        FileNotFoundError: no layer of that name exists.
+        ValueError: the bases form a cycle.
+    """
+    root = bundle_dir(bundle)
+    if root in _seen:
+        raise ValueError(f"config bases form a cycle: {' -> '.join(str(r.name) for r in (*_seen, root))}")
+    layers: list[Path] = []
+    base = _metadata(root).get(BASE_KEY)
+    if base:
+        base_root = root.parent / base if (root.parent / base / "configs").is_dir() else bundle_dir(base)
+        layers += config_layers(base_root, name, (*_seen, root))
+    own = root / "configs" / name
+    if own.is_file():
+        layers.append(own)
+    if not layers:
+        raise FileNotFoundError(f"{root / 'configs' / name}: no such config in the bundle or its bases")
+    return layers
+
+
+def workflow_files(bundle: str | os.PathLike, workflow: str) -> list[str]:
+    """Every config file of one workflow (``train``, ``evaluate``, ``inference``, ``multi_gpu_train``), in order."""
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"workflow must be one of {list(WORKFLOWS)}, got {workflow!r}")
+    return [str(p) for name in WORKFLOWS[workflow][0] for p in config_layers(bundle, name)]
+
+
+def layered_config_arg(bundle: str | os.PathLike, workflow: str) -> str:
+    """``--config_file`` argument of ``python -m monai.bundle run`` for one workflow of ``bundle``."""
+    files = workflow_files(bundle, workflow)
+    return files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def _set_nested(out: dict, key: str, value: Any) -> bool:
+    parts = key.split("#")
+    node: Any = out
+    for p in parts[:-1]:
+        if isinstance(node, dict) and p in node:
+            node = node[p]
+        elif isinstance(node, list) and p.isdigit() and int(p) < len(node):
+            node = node[int(p)]
+        else:
+            return False
+    if isinstance(node, dict):
+        node[parts[-1]] = value
+        return True
+    if isinstance(node, list) and parts[-1].isdigit() and int(parts[-1]) < len(node):
+        node[int(parts[-1])] = value
+        return True
+    return False
+
+
+def compose_layers(files: list[str | os.PathLike]) -> dict:
+    """One config from layered files, as MONAI's runner merges them, for writing a bundle that stands alone.
+
+    Later files override earlier ones; a ``#`` key (``train#preprocessing#_target_``) replaces that nested
+    value when the earlier layers define its parent, and stays a literal override key otherwise (so two
+    override files, such as a base's ``evaluate.json`` and a bundle's, compose into one override file); a
+    ``+key`` extends a list or updates a dict, as MONAI's ``merge_kv`` does.
+    """
+    import copy
+
+    out: dict = {}
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            layer = json.load(fh)
+        for key, value in layer.items():
+            value = copy.deepcopy(value)
+            if key.startswith("+") and key[1:] in out:
+                target = out[key[1:]]
+                if isinstance(target, dict) and isinstance(value, dict):
+                    target.update(value)
+                    continue
+                if isinstance(target, list) and isinstance(value, list):
+                    target.extend(value)
+                    continue
+                raise ValueError(f"{f}: {key!r} merges a {type(value).__name__} into a {type(target).__name__}")
+            if "#" in key and _set_nested(out, key, value):
+                continue
+            out[key] = value
+    return out
 
 
 def run_bundle(bundle: str | os.PathLike, workflow: str = "train", logging: bool = True, **overrides: Any) -> dict:
@@ -77,12 +188,12 @@ def run_bundle(bundle: str | os.PathLike, workflow: str = "train", logging: bool
     if workflow not in WORKFLOWS:
         raise ValueError(f"workflow must be one of {list(WORKFLOWS)}, got {workflow!r}")
     root = bundle_dir(bundle)
-    files, kind = WORKFLOWS[workflow]
-    config_files = [str(root / "configs" / f) for f in files]
+    kind = WORKFLOWS[workflow][1]
+    config_files = workflow_files(root, workflow)
     wf = ConfigWorkflow(
         config_file=config_files if len(config_files) > 1 else config_files[0],
         meta_file=str(root / "configs" / "metadata.json"),
-        logging_file=str(root / "configs" / "logging.conf") if logging else False,
+        logging_file=str(config_layers(root, "logging.conf")[-1]) if logging else False,
         workflow_type=kind,
         **overrides,
     )
@@ -92,7 +203,7 @@ def run_bundle(bundle: str | os.PathLike, workflow: str = "train", logging: bool
     parser = wf.parser
     run_dir = Path(parser.get_parsed_content("run_dir"))
     result: dict[str, Any] = {"workflow": workflow, "bundle": root.name, "run_dir": run_dir}
-    if workflow == "train":
+    if workflow in ("train", "multi_gpu_train"):
         evaluator = parser.get_parsed_content("validate#evaluator")
         trainer = parser.get_parsed_content("train#trainer")
         result.update(

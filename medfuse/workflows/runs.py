@@ -124,11 +124,17 @@ def find_active_workflow():
 def active_bundle_root(default: str = ".") -> str:
     """The root folder of the bundle being run: the parent of its ``configs`` folder.
 
-    Found from the active workflow's config file location, so a bundle run from any working
-    directory (``--config_file bundles/<name>/configs/train.json``) knows where it lives; falls
-    back to ``default`` outside a workflow.
+    Found from the active workflow's metadata file (``--meta_file``), else from its first config
+    file, so a bundle run from any working directory knows where it lives. A layered bundle's first
+    config file is its base's (``--config_file "[base, bundle]"``): its own ``--meta_file`` names it.
+    Falls back to ``default`` outside a workflow.
     """
     wf = find_active_workflow()
+    meta = getattr(wf, "meta_file", None)
+    if isinstance(meta, (list, tuple)) and meta:
+        meta = meta[-1]
+    if isinstance(meta, (str, os.PathLike)) and Path(meta).is_file() and Path(meta).parent.name == "configs":
+        return str(Path(meta).resolve().parent.parent)
     root = getattr(wf, "config_root_path", None)
     if root is None:
         return default

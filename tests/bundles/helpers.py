@@ -44,14 +44,27 @@ def without_architecture(overrides: dict) -> dict:
     return {k: v for k, v in overrides.items() if k not in ARCHITECTURE_KEYS}
 
 
+def layered(config_file) -> list[str]:
+    """``bundles/<b>/configs/<name>`` paths expanded into the layers that make them up (base first)."""
+    from medfuse.workflows.bundle import config_layers
+
+    files = config_file if isinstance(config_file, (list, tuple)) else [config_file]
+    return [str(layer) for f in files for layer in config_layers(Path(f).parent.parent, Path(f).name)]
+
+
 def run_workflow(config_file, workflow_type: str, **override) -> ConfigWorkflow:
-    """initialize / check_properties / run / finalize, as the model-zoo unit tests do."""
-    config_file = [str(c) for c in config_file] if isinstance(config_file, (list, tuple)) else str(config_file)
-    first = config_file[0] if isinstance(config_file, list) else config_file
+    """initialize / check_properties / run / finalize, as the model-zoo unit tests do.
+
+    ``config_file``: the bundle's own config path(s); a layered bundle's base layers are added.
+    """
+    from medfuse.workflows.bundle import config_layers
+
+    first = Path(config_file[0] if isinstance(config_file, (list, tuple)) else config_file)
+    files = layered(config_file)
     wf = ConfigWorkflow(
-        config_file=config_file,
-        meta_file=str(Path(first).parent / "metadata.json"),
-        logging_file=str(Path(first).parent / "logging.conf"),
+        config_file=files if len(files) > 1 else files[0],
+        meta_file=str(first.parent / "metadata.json"),
+        logging_file=str(config_layers(first.parent.parent, "logging.conf")[-1]),
         workflow_type=workflow_type,
         **override,
     )

@@ -16,7 +16,7 @@ from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 from medfuse.errors import ManifestError
 from medfuse.evaluation import read_predictions
 from medfuse.workflows import run_bundle
-from tests.bundles.helpers import SCHEMA, configs, run_workflow, tiny_overrides, without_architecture
+from tests.bundles.helpers import SCHEMA, configs, layered, run_workflow, tiny_overrides, without_architecture
 
 BUNDLE = "oct_dual_cross_attention"
 CFG = configs(BUNDLE)
@@ -44,7 +44,7 @@ def test_net_in_out(demo_data):
     verify_net_in_out(
         net_id="network_def",
         meta_file=str(CFG / "metadata.json"),
-        config_file=str(CFG / "train.json"),
+        config_file=layered(CFG / "train.json"),
         device="cpu",
         manifest=str(demo_data["oct"]),
         backbones=["efficientnet-b0", "resnet10"],
@@ -55,7 +55,7 @@ def test_net_in_out(demo_data):
 
 def test_rejects_other_classes(demo_data, tmp_path):
     wf = ConfigWorkflow(
-        config_file=str(CFG / "train.json"), workflow_type="train", logging_file=False,
+        config_file=layered(CFG / "train.json"), workflow_type="train", logging_file=False,
         **tiny_overrides(demo_data["cxr"], tmp_path),
     )
     with pytest.raises(RuntimeError) as err:  # MONAI wraps errors raised inside config expressions
