@@ -33,6 +33,7 @@ __all__ = [
     "bundle_dir",
     "compose_layers",
     "config_layers",
+    "flatten_configs",
     "layered_config_arg",
     "run_bundle",
     "workflow_files",
@@ -163,6 +164,37 @@ def compose_layers(files: list[str | os.PathLike]) -> dict:
                 continue
             out[key] = value
     return out
+
+
+def flatten_configs(bundle: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+    """Write every config of ``bundle`` into ``dest`` with its base layers merged in, so it stands alone.
+
+    Every config name found in the bundle or its bases (``train.json``, ``evaluate.json``, ``logging.conf``
+    ...; ``metadata.json`` excepted) is written: JSON layers composed by :func:`compose_layers`, other files
+    copied from the last layer. Returns the names written.
+    """
+    import shutil
+
+    root = bundle_dir(bundle)
+    names: set[str] = set()
+    chain, current = [], root
+    while current is not None and current not in chain:
+        chain.append(current)
+        base = _metadata(current).get(BASE_KEY)
+        current = (current.parent / base if (current.parent / base / "configs").is_dir() else bundle_dir(base)) if base else None
+    for r in chain:
+        names.update(p.name for p in (r / "configs").iterdir() if p.is_file() and p.name != "metadata.json")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in sorted(names):
+        layers = config_layers(root, name)
+        if name.endswith(".json"):
+            with open(dest / name, "w", encoding="utf-8") as f:
+                json.dump(compose_layers(layers), f, indent=4)
+                f.write("\n")
+        elif layers[-1].resolve() != (dest / name).resolve():
+            shutil.copy2(layers[-1], dest / name)
+    return sorted(names)
 
 
 def run_bundle(bundle: str | os.PathLike, workflow: str = "train", logging: bool = True, **overrides: Any) -> dict:

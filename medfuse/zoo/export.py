@@ -44,6 +44,7 @@ from medfuse.utils.io import atomic_write_text, sha256_file
 from medfuse.zoo import checks
 from medfuse.zoo.checks import ZooCheckError
 from medfuse.zoo.configs import bake_config, is_literal, run_setting_keys
+from medfuse.workflows.bundle import BASE_KEY, flatten_configs
 
 __all__ = ["ExportResult", "RTOL", "ATOL", "export_bundle", "find_weights", "MODEL_INFO", "release_name"]
 
@@ -603,6 +604,7 @@ def export_bundle(
     else:
         checks.check_metadata_schema(src_meta_file, schema)  # the bundle as written, before the export fills anything in
     metadata = _read_json(src_meta_file)
+    metadata.pop(BASE_KEY, None)  # the export's configs stand alone
     name = str(metadata.get("bundle_name") or bundle.resolve().name)
     version = version or str(metadata.get("version", ""))
     done: list[str] = ["required files", "json format (source)",
@@ -613,6 +615,7 @@ def export_bundle(
     try:
         stage = tmp / name
         _copy_bundle(bundle, stage)
+        flatten_configs(bundle, stage / "configs")  # a layered bundle's base configs merged in: it stands alone
         (stage / "models").mkdir(exist_ok=True)
         shutil.copy2(weights_path, stage / "models" / "model.pt")
         calibration = weights_path.parent / "calibration.json"
@@ -621,7 +624,7 @@ def export_bundle(
         else:
             calibration = None
 
-        settings = _trained_settings(bundle, run_dir)
+        settings = _trained_settings(stage, run_dir)
         classes = run_info.get("classes") or _classes_from_metadata(metadata)
         classes = [str(c) for c in classes] if classes else None
         for path in sorted((stage / "configs").glob("*.json")):

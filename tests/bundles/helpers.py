@@ -52,6 +52,16 @@ def layered(config_file) -> list[str]:
     return [str(layer) for f in files for layer in config_layers(Path(f).parent.parent, Path(f).name)]
 
 
+def flat_config(config_file, out_dir) -> str:
+    """The bundle's configs with their base layers merged (as ``medfuse export`` writes them) under ``out_dir``:
+    the path of ``config_file``'s flat copy (for MONAI tools that store configs by file name, e.g. ``ckpt_export``)."""
+    from medfuse.workflows.bundle import flatten_configs
+
+    config_file = Path(config_file)
+    flatten_configs(config_file.parent.parent, Path(out_dir) / "configs")
+    return str(Path(out_dir) / "configs" / config_file.name)
+
+
 def run_workflow(config_file, workflow_type: str, **override) -> ConfigWorkflow:
     """initialize / check_properties / run / finalize, as the model-zoo unit tests do.
 

@@ -20,7 +20,7 @@ from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_
 
 from medfuse.data.manifest import read_manifest
 from medfuse.evaluation import read_predictions
-from tests.bundles.helpers import SCHEMA, configs, run_workflow
+from tests.bundles.helpers import SCHEMA, configs, flat_config, layered, run_workflow
 
 BUNDLE = "cxr_multi_output_unet"
 CFG = configs(BUNDLE)
@@ -64,7 +64,7 @@ def test_metadata(shared_data):
 def test_net_in_out(demo_data):
     """network_def is in the single-tensor 'seg' mode the metadata describes (2 channels, background + lung)."""
     verify_net_in_out(
-        net_id="network_def", meta_file=str(CFG / "metadata.json"), config_file=str(CFG / "train.json"),
+        net_id="network_def", meta_file=str(CFG / "metadata.json"), config_file=layered(CFG / "train.json"),
         device="cpu", manifest=str(demo_data["cxr"]), features=FEATURES,
     )
 
@@ -131,7 +131,7 @@ def test_train_with_partial_annotations(demo_data, tmp_path):
     from monai.bundle import ConfigWorkflow
 
     manifest, n = _partial_manifest(demo_data["cxr"], tmp_path / "partial.json")
-    wf = ConfigWorkflow(config_file=str(CFG / "train.json"), meta_file=str(CFG / "metadata.json"), workflow_type="train",
+    wf = ConfigWorkflow(config_file=layered(CFG / "train.json"), meta_file=str(CFG / "metadata.json"), workflow_type="train",
                         run_name="partial", **{**tiny_overrides(manifest, tmp_path), "epochs": 1})
     wf.initialize()
     loss = wf.parser.get_parsed_content("loss")
@@ -218,7 +218,7 @@ def test_ckpt_export_round_trip(trained, tmp_path, output):
         warnings.simplefilter("ignore", DeprecationWarning)
         ckpt_export(
             net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(run / "model.pt"),
-            meta_file=str(CFG / "metadata.json"), config_file=str(CFG / "train.json"),
+            meta_file=str(CFG / "metadata.json"), config_file=flat_config(CFG / "train.json", tmp_path / "flat"),
             manifest=trained["tiny"]["manifest"], features=FEATURES, export_output=output,
         )
         scripted = torch.jit.load(str(tmp_path / "model.ts"))
@@ -243,7 +243,7 @@ def test_torchrun_multi_gpu_config_on_cpu(demo_data, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     if torchrun is None:
         pytest.skip("torchrun not found beside the Python executable")
-    files = f"['{CFG / 'train.json'}','{CFG / 'multi_gpu_train.json'}']"
+    files = "[" + ",".join(f"'{f}'" for f in layered([CFG / "train.json", CFG / "multi_gpu_train.json"])) + "]"
     cmd = [torchrun, "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "monai.bundle", "run",
            "--config_file", files, "--meta_file", str(CFG / "metadata.json")]
     for k, v in tiny_overrides(demo_data["cxr"], tmp_path / "runs").items():
