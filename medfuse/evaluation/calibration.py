@@ -420,8 +420,8 @@ def fit_run_calibration(
     import torch
 
     from medfuse.evaluation.predictions import write_predictions
-    from medfuse.workflows.inferers import mc_dropout_outputs
-    from medfuse.workflows.runs import is_main_process
+    from medfuse.networks.uncertainty import mc_dropout_outputs
+    from medfuse.utils.distributed import is_main_process, unwrap_module
 
     if not is_main_process():
         return None
@@ -430,7 +430,7 @@ def fit_run_calibration(
     if not ckpt.is_file():
         logger.warning("no checkpoint at %s: calibration not fitted", ckpt)
         return None
-    net = network.module if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else network
+    net = unwrap_module(network)
     state = torch.load(ckpt, map_location=device, weights_only=True)
     if isinstance(state, dict) and "model" in state and not any(k.endswith(".weight") for k in state):
         state = state["model"]

@@ -68,7 +68,7 @@ def write_uncertain_cams(
         measure: ``entropy``, ``mutual_info`` or ``confidence``.
         device: where to run the network; its parameters' device when ``None``.
         target_layer: layer explained (see :func:`medfuse.visualize.compute_cam`); ``"auto"``: the model's
-            ``cam_target_layer``, ``refine`` for the dual cross-attention net, else its last convolution.
+            ``cam_layer`` (see :func:`medfuse.visualize.default_target_layer`), else its last convolution.
         method: ``gradcam`` or ``gradcam++``.
         batch_size: images per CAM batch.
         image_key: key of the image in the transform's output.
@@ -79,8 +79,10 @@ def write_uncertain_cams(
     import torch
 
     from medfuse.evaluation.predictions import read_predictions
-    from medfuse.visualize.cam import compute_cam, save_overlay
-    from medfuse.workflows.cam import _display, _safe, _stem
+    from medfuse.utils.distributed import unwrap_module
+    from medfuse.utils.images import image_stem
+    from medfuse.utils.paths import safe_file_name
+    from medfuse.visualize.cam import compute_cam, display_image, save_overlay
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,7 @@ def write_uncertain_cams(
         old.unlink()
     pred = read_predictions(predictions_csv, validate=False)
     order = uncertainty_order(pred, measure)[: max(int(k), 0)]
-    net = network.module if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else network
+    net = unwrap_module(network)
     dev = torch.device(device) if device is not None else next(net.parameters()).device
     classes = pred["classes"]
     rows: list[dict] = []
@@ -111,11 +113,11 @@ def write_uncertain_cams(
             mi = None if pred["mutual_info"] is None else float(pred["mutual_info"][i])
             lab = pred["labels"][i] if pred["labels"] is not None and pred["task"] == "single-label" else -1
             label = classes[int(lab)] if lab >= 0 else ""
-            name = f"{rank:02d}_{_safe(_stem(path))}_{_safe(classes[c])}.png"
+            name = f"{rank:02d}_{safe_file_name(image_stem(path))}_{safe_file_name(classes[c])}.png"
             caption = f"#{rank} true {label or '?'} / pred {classes[c]} (p={pred['probs'][i, c]:.2f})"
             if ent is not None:
                 caption += f", H={ent:.2f}"
-            save_overlay(out / name, _display(img), cam[0], title=caption)
+            save_overlay(out / name, display_image(img), cam[0], title=caption)
             rows.append({"rank": rank, "image": path, "label": label, "pred": classes[c],
                          "prob": round(float(pred["probs"][i, c]), 6), "entropy": ent, "mutual_info": mi,
                          "overlay": name, "skipped": ""})

@@ -13,14 +13,17 @@ running statistics never change) and summarises them:
 
 Multi-label (sigmoid) models use the binary entropy of every label, so these are per label, ``(B, K)``.
 These are the ``entropy`` / ``mutual_info`` columns of medfuse's ``predictions.csv``.
+
+``mc_dropout_outputs`` is the form inferers and evaluation use: the network's own ``predict_with_uncertainty``
+when it has one, ``mc_dropout_predict`` otherwise, returned as ``{"pred": log(mean p), "entropy", "mutual_info"}``.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -30,6 +33,7 @@ __all__ = [
     "MCDropoutResult",
     "enable_mc_dropout",
     "expected_entropy",
+    "mc_dropout_outputs",
     "mc_dropout_predict",
     "mutual_information",
     "predictive_entropy",
@@ -154,3 +158,36 @@ def mc_dropout_predict(
         expected_entropy=aleatoric,
         sample_probs=sample_probs if return_samples else None,
     )
+
+
+def _field(result: Any, name: str) -> torch.Tensor:
+    return result[name] if isinstance(result, Mapping) else getattr(result, name)
+
+
+def mc_dropout_outputs(network: nn.Module, inputs: torch.Tensor, samples: int, eps: float = 1e-12) -> dict:
+    """Mean probability, predictive entropy and mutual information over ``samples`` dropout passes.
+
+    Uses the network's own ``predict_with_uncertainty(x, samples=T)`` when it has one (the
+    dual cross-attention net runs its backbones once and only the head T times), otherwise
+    :func:`mc_dropout_predict` (only dropout layers train; batch norm keeps its running
+    statistics). Entropy and mutual information are in nats.
+
+    Returns:
+        ``{"pred": log(mean p) (B, C), "entropy": (B,), "mutual_info": (B,)}``
+
+    Raises:
+        ValueError: when ``samples < 1``.
+    """
+    if isinstance(samples, bool) or int(samples) < 1:
+        raise ValueError(f"samples must be >= 1 for Monte-Carlo dropout, got {samples}")
+    predict = getattr(network, "predict_with_uncertainty", None)
+    if callable(predict):
+        result = predict(inputs, samples=int(samples))
+    else:
+        result = mc_dropout_predict(network, inputs, samples=int(samples))
+    probs = _field(result, "probs").float()
+    return {
+        "pred": torch.log(probs.clamp_min(eps)),
+        "entropy": _field(result, "entropy").float(),
+        "mutual_info": _field(result, "mutual_info").float(),
+    }

@@ -38,6 +38,7 @@ from medfuse.transforms._common import (
     renamed_warnings,
 )
 from medfuse.transforms.dicom import _frame_index, read_dicom_image
+from medfuse.utils.images import DICOM_EXTENSIONS, NIFTI_EXTENSIONS, PIL_EXTENSIONS
 
 Image, has_pil = optional_import("PIL.Image")
 nib, has_nib = optional_import("nibabel")
@@ -57,9 +58,6 @@ __all__ = [
     "LoadOCTDict",
 ]
 
-_PIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".jp2", ".j2k")
-_NIFTI_EXTENSIONS = (".nii", ".nii.gz", ".hdr", ".img", ".img.gz", ".hdr.gz")
-_DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic")
 _IMAGE_MAGIC = (
     b"\x89PNG\r\n\x1a\n",  # PNG
     b"\xff\xd8\xff",  # JPEG
@@ -109,12 +107,12 @@ def detect_image_format(path: str | os.PathLike) -> str:
         except OSError:
             pass
     name = os.path.basename(path).lower()
-    if name.endswith(_NIFTI_EXTENSIONS):
+    if name.endswith(NIFTI_EXTENSIONS):
         return "nifti"
     ext = os.path.splitext(name)[1]
-    if ext in _DICOM_EXTENSIONS or ext == "" or ext.lstrip(".").isdigit():
+    if ext in DICOM_EXTENSIONS or ext == "" or ext.lstrip(".").isdigit():
         return "dicom"
-    if ext in _PIL_EXTENSIONS:
+    if ext in PIL_EXTENSIONS:
         return "pil"
     from medfuse.transforms.dicom import _looks_like_headerless_dicom
 

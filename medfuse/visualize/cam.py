@@ -6,6 +6,7 @@
   been run alone, optionally restricted to a (dilated) mask;
 * :func:`restrict_cam`, :func:`dilate_mask`: the mask restriction on its own;
 * :func:`overlay_cam`: a CAM blended over a grey image as ``uint8`` RGB;
+* :func:`display_image`: a network input ``(C, H, W)`` as the grey ``(H, W)`` image shown under a CAM;
 * :func:`save_overlay`: a PNG with the image and its overlay side by side, with a caption.
 
 Why not ``monai.visualize.GradCAM`` as it is (MONAI 1.6.1):
@@ -41,7 +42,16 @@ from monai.utils import convert_to_tensor
 from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.class_activation_maps import ModelWithHooks
 
-__all__ = ["CAM_METHODS", "compute_cam", "default_target_layer", "dilate_mask", "restrict_cam", "overlay_cam", "save_overlay"]
+__all__ = [
+    "CAM_METHODS",
+    "compute_cam",
+    "default_target_layer",
+    "dilate_mask",
+    "display_image",
+    "restrict_cam",
+    "overlay_cam",
+    "save_overlay",
+]
 
 #: Names accepted by ``compute_cam(method=...)``.
 CAM_METHODS = ("gradcam", "gradcam++")
@@ -198,20 +208,22 @@ def restrict_cam(cam: torch.Tensor, mask: Any, dilate: int = 0) -> torch.Tensor:
 def default_target_layer(model: nn.Module) -> str:
     """The layer a CAM of ``model`` explains when none is named (``target_layer="auto"``).
 
-    In order: the model's own ``cam_target_layer`` attribute (a submodule name); ``"refine"`` (the CBAM output of
-    :class:`~medfuse.networks.nets.DualCrossAttentionNet`); the last convolution of the model, which for any
-    convolutional classifier (MONAI ResNet, DenseNet, EfficientNet, a U-Net encoder) is the deepest feature map
-    that still has a spatial layout.
+    In order: the model's ``cam_layer`` attribute, the submodule name every medfuse network sets (``"refine"``,
+    the CBAM output, for :class:`~medfuse.networks.nets.DualCrossAttentionNet`; the bottleneck for
+    :class:`~medfuse.networks.nets.MultiOutputUNet`), see "Contracts" in ``docs/architecture.md``; the legacy
+    ``cam_target_layer`` attribute, still accepted for user networks written against older medfuse; the last
+    convolution of the model, which for any convolutional classifier (MONAI ResNet, DenseNet, EfficientNet, a
+    U-Net encoder) is the deepest feature map that still has a spatial layout. An attribute naming no submodule
+    is skipped.
 
     Raises:
         ValueError: when the model has none of these (e.g. a pure transformer).
     """
     names = dict(model.named_modules())
-    own = getattr(model, "cam_target_layer", None)
-    if isinstance(own, str) and own in names:
-        return own
-    if "refine" in names:
-        return "refine"
+    for attribute in ("cam_layer", "cam_target_layer"):
+        own = getattr(model, attribute, None)
+        if isinstance(own, str) and own in names:
+            return own
     convs = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)) and n]
     if not convs:
         raise ValueError(f"{type(model).__name__} has no convolution to explain; pass target_layer= by name")
@@ -359,6 +371,24 @@ def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:
 
 # ----------------------------------------------------------------------------------------------------------
 # overlays
+
+
+def display_image(image: Any) -> np.ndarray:
+    """A network input as one grey ``(H, W)`` float image in [0, 1], the background of a CAM overlay.
+
+    Channels ``(C, H, W)`` are averaged; the values are min-max scaled only when they leave [0, 1] by more than
+    1e-3 (e.g. after mean/std normalisation; a constant image then becomes 0), then clipped to [0, 1].
+
+    Args:
+        image: tensor or array ``(C, H, W)`` or ``(H, W)``.
+    """
+    img = image.detach().float().cpu() if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image)).float()
+    img = img.mean(0) if img.ndim == 3 else img
+    arr = img.numpy()
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -1e-3 or hi > 1.0 + 1e-3:
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    return np.clip(arr, 0.0, 1.0)
 
 
 def _to_numpy_2d(a: Any, what: str) -> np.ndarray:

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 from monai.utils import convert_to_tensor
 
+from medfuse.utils.distributed import unwrap_module
 from medfuse.visualize.cam import _save_panels, compute_cam, dilate_mask, overlay_cam, restrict_cam
 
 __all__ = [
@@ -106,12 +107,6 @@ def _region(mask: Any, batch: int, spatial: Sequence[int]) -> torch.Tensor:
     return (m > 0.5).expand(batch, 1, *spatial)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
-
-
 def predicted_lung_mask(seg_probs: torch.Tensor, threshold: float = 0.5, classes: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Boolean ``(B, 1, H, W)`` lung mask from segmentation probabilities ``(B, C, H, W)``.
 
@@ -155,7 +150,8 @@ def lung_masked_cam(
             ``forward_all`` returning ``(seg_logits, class_logits)``; DataParallel / DDP are unwrapped.
         images: ``(B, C, H, W)``.
         target_layer: layer name of ``model`` (e.g. ``"unet.down_4"``, the BasicUNet bottleneck, or
-            ``"unet.down_3"`` for a finer stride-8 map); defaults to ``model.cam_layer``.
+            ``"unet.down_3"`` for a finer stride-8 map); defaults to ``model.cam_layer`` (the contract of every
+            medfuse network), or a legacy ``model.cam_target_layer`` of a user network that has no ``cam_layer``.
         class_index: None (predicted class), one int, or one int per image.
         method: ``"gradcam"`` or ``"gradcam++"``. Defaults to ``"gradcam"``.
         threshold: lung probability threshold. Defaults to 0.5.
@@ -176,9 +172,11 @@ def lung_masked_cam(
         >>> res.masked_cam[(~res.region)].abs().max()           # tensor(0.)
         >>> inside = cam_mass_inside(res.cam, reference_masks)  # how much of the plain CAM is on the lungs
     """
-    net = _unwrap(model)
+    net = unwrap_module(model)
     if target_layer is None:
         target_layer = getattr(net, "cam_layer", None)
+        if not isinstance(target_layer, str):
+            target_layer = getattr(net, "cam_target_layer", None)  # legacy name, still accepted
         if not isinstance(target_layer, str):
             raise ValueError("give target_layer: the model has no 'cam_layer' attribute")
     if isinstance(dilate, bool) or int(dilate) != dilate or dilate < 0:

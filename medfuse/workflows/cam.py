@@ -13,54 +13,28 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from medfuse.utils.distributed import is_main_process, unwrap_module
+from medfuse.utils.images import image_stem as _stem  # old private names, still used by workflows.segmentation
 from medfuse.utils.io import atomic_write_csv
+from medfuse.utils.paths import safe_file_name as _safe
 from medfuse.visualize.cam import compute_cam, save_overlay
-from medfuse.workflows.data import IMAGE_EXTENSIONS
-from medfuse.workflows.runs import is_main_process
+from medfuse.visualize.cam import display_image as _display
 
 __all__ = ["CAMWriter"]
 
 logger = logging.getLogger(__name__)
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
 def _value(item: Any, key: str) -> Any:
     if isinstance(item, Mapping) and key in item and item[key] is not None:
         return item[key]
     return None
-
-
-def _safe(text: str) -> str:
-    return _UNSAFE.sub("_", str(text)).strip("._") or "x"
-
-
-def _stem(path: str) -> str:
-    name = os.path.basename(str(path).rstrip("/\\"))
-    lower = name.lower()
-    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
-        if lower.endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def _display(image: torch.Tensor) -> np.ndarray:
-    """A ``(C, H, W)`` network input as one grey ``(H, W)`` image in [0, 1] (channel mean; min-max scaled
-    only when the values leave [0, 1], e.g. after mean/std normalisation)."""
-    img = image.detach().float().cpu()
-    img = img.mean(0) if img.ndim == 3 else img
-    arr = img.numpy()
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < -1e-3 or hi > 1.0 + 1e-3:
-        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    return np.clip(arr, 0.0, 1.0)
 
 
 class CAMWriter:
@@ -227,9 +201,7 @@ class CAMWriter:
         net = self.network if self.network is not None else getattr(engine, "network", None)
         if net is None:
             raise ValueError("CAMWriter needs a network: pass network=... or attach it to an engine with .network")
-        while isinstance(net, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-            net = net.module
-        return net
+        return unwrap_module(net)
 
     def __call__(self, engine: Engine) -> None:
         """Compute and write the overlays of the engine's last batch (up to the remaining ``max_images``)."""

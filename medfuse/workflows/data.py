@@ -26,6 +26,7 @@ import torch
 
 from medfuse.data.manifest import load_split, read_manifest
 from medfuse.errors import DataError, ManifestError
+from medfuse.utils.images import IMAGE_EXTENSIONS  # re-exported: medfuse.workflows.IMAGE_EXTENSIONS
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -43,8 +44,6 @@ __all__ = [
     "resolve_classes",
 ]
 
-#: File name endings read as images when the input is a folder (case-insensitive).
-IMAGE_EXTENSIONS = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nii", ".nii.gz")
 CLASS_BALANCE_MODES = ("weights", "sampler", "none")
 #: Item keys kept as extra (grouping) columns when present in a manifest.
 DEFAULT_META_KEYS = ("patient_id", "view", "eye", "sex", "site")
@@ -136,8 +135,9 @@ def _is_dicom_without_extension(path: Path) -> bool:
 def folder_items(folder: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS, recursive: bool = True) -> list[dict]:
     """One unlabelled item per image file under ``folder``, sorted by path.
 
-    Files with one of ``extensions`` are taken, and files without an extension that carry
-    the DICOM preamble (``DICM`` at byte 128), as DICOM exports often have no extension.
+    Files with one of ``extensions`` (default :data:`medfuse.utils.images.IMAGE_EXTENSIONS`: DICOM,
+    PNG / JPEG / BMP / TIFF, NIfTI; case-insensitive) are taken, and files without an extension that
+    carry the DICOM preamble (``DICM`` at byte 128), as DICOM exports often have no extension.
 
     Raises:
         DataError: when ``folder`` is not a folder or holds no image.

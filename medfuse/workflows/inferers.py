@@ -24,49 +24,18 @@ from monai.config import KeysCollection
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
+from medfuse.networks.uncertainty import mc_dropout_outputs  # re-exported: medfuse.workflows.mc_dropout_outputs
+from medfuse.utils.distributed import unwrap_module
+
 __all__ = ["mc_dropout_outputs", "MCDropoutInferer", "UnpackPredictiond"]
-
-
-def _field(result: Any, name: str) -> torch.Tensor:
-    return result[name] if isinstance(result, Mapping) else getattr(result, name)
-
-
-def mc_dropout_outputs(network: torch.nn.Module, inputs: torch.Tensor, samples: int, eps: float = 1e-12) -> dict:
-    """Mean probability, predictive entropy and mutual information over ``samples`` dropout passes.
-
-    Uses the network's own ``predict_with_uncertainty(x, samples=T)`` when it has one (the
-    dual cross-attention net runs its backbones once and only the head T times), otherwise
-    :func:`medfuse.networks.uncertainty.mc_dropout_predict` (only dropout layers train; batch
-    norm keeps its running statistics). Entropy and mutual information are in nats.
-
-    Returns:
-        ``{"pred": log(mean p) (B, C), "entropy": (B,), "mutual_info": (B,)}``
-
-    Raises:
-        ValueError: when ``samples < 1``.
-    """
-    if isinstance(samples, bool) or int(samples) < 1:
-        raise ValueError(f"samples must be >= 1 for Monte-Carlo dropout, got {samples}")
-    predict = getattr(network, "predict_with_uncertainty", None)
-    if callable(predict):
-        result = predict(inputs, samples=int(samples))
-    else:
-        from medfuse.networks.uncertainty import mc_dropout_predict
-
-        result = mc_dropout_predict(network, inputs, samples=int(samples))
-    probs = _field(result, "probs").float()
-    return {
-        "pred": torch.log(probs.clamp_min(eps)),
-        "entropy": _field(result, "entropy").float(),
-        "mutual_info": _field(result, "mutual_info").float(),
-    }
 
 
 class MCDropoutInferer(Inferer):
     """Plain forward (``samples=0``) or Monte-Carlo dropout with ``samples`` passes.
 
     With ``samples > 0`` the network's ``predict_with_uncertainty`` is used when it has one;
-    any other network with dropout layers works too (:func:`mc_dropout_outputs`).
+    any other network with dropout layers works too (:func:`medfuse.networks.uncertainty.mc_dropout_outputs`).
+    A ``DataParallel`` / ``DistributedDataParallel`` wrapper is looked through (:func:`medfuse.utils.unwrap_module`).
 
     Args:
         samples: number of stochastic passes; 0 disables Monte-Carlo dropout.
@@ -81,8 +50,7 @@ class MCDropoutInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any):
         if self.samples == 0:
             return network(inputs, *args, **kwargs)
-        module = network.module if hasattr(network, "module") and isinstance(network.module, torch.nn.Module) else network
-        return mc_dropout_outputs(module, inputs, self.samples)
+        return mc_dropout_outputs(unwrap_module(network), inputs, self.samples)
 
 
 class UnpackPredictiond(MapTransform):

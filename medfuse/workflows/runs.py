@@ -34,6 +34,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
+from medfuse.utils.distributed import is_main_process  # re-exported: medfuse.workflows.runs.is_main_process
 from medfuse.utils.io import atomic_write_json
 
 __all__ = [
@@ -56,13 +57,6 @@ __all__ = [
 CHECKPOINT_NAME = "model.pt"
 _RUN_DIRS: dict[tuple, tuple] = {}
 _RUN_CONFIGS: dict[str, tuple] = {}
-
-
-def is_main_process() -> bool:
-    """True unless this is a non-zero rank of an initialised ``torch.distributed`` job."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _broadcast_from_main(value: Any) -> Any:

@@ -120,3 +120,14 @@ def test_folder_items(tmp_path):
         inference_items(manifest="", input_dir="")
     with pytest.raises(DataError, match="both"):
         inference_items(manifest="m.json", input_dir=str(tmp_path))
+
+
+def test_folder_items_lists_every_image_type(tmp_path):
+    """Inference over a folder takes what folder2manifest takes (BMP, TIFF) and DICOM / NIfTI too."""
+    names = ["a.bmp", "b.tif", "c.png", "d.dcm", "e.nii.gz", "f.TIFF", "g.jpeg"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"1")
+    (tmp_path / "h.txt").write_text("no")
+    (tmp_path / "i.gz").write_bytes(b"1")
+    items = folder_items(tmp_path)
+    assert [it["image"].split("/")[-1] for it in items] == names

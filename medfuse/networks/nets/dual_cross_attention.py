@@ -56,6 +56,9 @@ class DualCrossAttentionNet(nn.Module):
       output). ``refine`` outputs the refined map of :meth:`forward_features`: the Grad-CAM target layer.
     * ``pool``, ``dropout``, ``head``.
 
+    :attr:`cam_layer` is ``"refine"``: the submodule Grad-CAM explains by default (the attribute every medfuse
+    network sets; see "Contracts" in ``docs/architecture.md``).
+
     Choices the paper leaves open, as made here: both directions run in parallel from the projected maps
     (not one after the other); the scales are merged on the stride-8 grid, so Grad-CAM maps keep that
     resolution; width 256 with 8 heads of 32 channels; one dropout (0.3), between pooling and the linear head,
@@ -223,6 +226,8 @@ class DualCrossAttentionNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout_prob)
         self.head = nn.Linear(hidden_size, num_classes)
+        #: the Grad-CAM layer (submodule name), read by medfuse.visualize
+        self.cam_layer = "refine"
 
         finest = self.taps[0]
         self.feature_info = (

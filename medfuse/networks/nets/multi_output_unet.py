@@ -41,7 +41,9 @@ class MultiOutputUNet(nn.Module):
       stride 32), ``unet.decoder``, ``unet.segmentation_head``.
     * ``cls_head``: ``pool`` (global average), ``dropout``, ``fc``.
 
-    :attr:`cam_layer` (alias ``cam_target_layer``) names the bottleneck: ``"unet.down_4"`` or ``"unet.encoder"``.
+    :attr:`cam_layer` names the bottleneck: ``"unet.down_4"`` or ``"unet.encoder"`` (the Grad-CAM layer attribute
+    every medfuse network sets; see "Contracts" in ``docs/architecture.md``). ``cam_target_layer`` is a
+    read-and-write alias of it, kept for code written against older medfuse.
 
     Choices the paper leaves open, as made here: the head pools the bottleneck (global average) and applies
     dropout and one linear layer, so the bottleneck is the natural Grad-CAM layer (coarse but specific);
@@ -80,6 +82,7 @@ class MultiOutputUNet(nn.Module):
     """
 
     __constants__ = ["output", "cls_from", "_basic", "_use_decoder_feats"]
+    __jit_unused_properties__ = ["cam_target_layer"]
 
     def __init__(
         self,
@@ -152,8 +155,6 @@ class MultiOutputUNet(nn.Module):
             decoder_ch = int(decoder_channels[-1])
             self.cam_layer = "unet.encoder"
             self.reduction = 32
-        # the Grad-CAM layer, also under the name medfuse.visualize's automatic layer choice looks for
-        self.cam_target_layer = self.cam_layer
         self.num_features = bottleneck_ch + (decoder_ch if self.cls_from == "bottleneck+decoder" else 0)
         pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
         self.cls_head = nn.ModuleDict(
@@ -240,6 +241,15 @@ class MultiOutputUNet(nn.Module):
         if self.output == "cls":
             return self.forward_cls(x)
         return self.forward_all(x)
+
+    @property
+    def cam_target_layer(self) -> str:
+        """Legacy alias of :attr:`cam_layer`."""
+        return self.cam_layer
+
+    @cam_target_layer.setter
+    def cam_target_layer(self, name: str) -> None:
+        self.cam_layer = name
 
     def set_output(self, output: str) -> "MultiOutputUNet":
         """Choose what :meth:`forward` returns (``"both"``, ``"seg"``, ``"cls"``); returns the network itself.
