@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import jsonschema
 import nibabel as nib
 import numpy as np
 import pytest
@@ -78,6 +79,8 @@ def test_acdc_official_split_items_and_report(tmp_path):
     report = json.loads(out.with_name("acdc.report.json").read_text())
     assert report["found"] == 23 * 5 and report["skipped_by_reason"] == {"4D cine (ACDC _4d, not used)": 23}
     assert len(load_decathlon_datalist(str(out), is_segmentation=False, data_list_key="test")) == 6
+    schema = json.loads((Path(__file__).resolve().parents[2] / "data_manifests" / "manifest.schema.json").read_text())
+    jsonschema.validate(json.loads(out.read_text()), schema)
 
 
 def test_acdc_label_map_writes_copies_and_unmapped_values_error(tmp_path):

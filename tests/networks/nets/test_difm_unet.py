@@ -109,3 +109,21 @@ def test_script_round_trip(tmp_path):
 
 def test_alias():
     assert DIFMUnet is DIFMUNet
+
+
+def test_slice_inference_on_an_enhanced_volume():
+    # the DIFM data path: a (1, H, W, D) volume, its CLAHE copy per slice, both stacked, 2D network slice by slice
+    from monai.inferers import SliceInferer
+    from monai.transforms import ConcatItemsd
+
+    from medfuse.transforms import ContrastEnhanced
+
+    volume = torch.rand(1, 32, 40, 3)
+    d = ContrastEnhanced("image", output_keys="image_enhanced", tiles=4)({"image": volume})
+    d = ConcatItemsd(["image", "image_enhanced"], name="image")(d)
+    net = tiny(out_channels=4)
+    inferer = SliceInferer(roi_size=(32, 40), spatial_dim=2, sw_batch_size=3, progress=False)
+    with eval_mode(net):
+        out = inferer(d["image"][None], net)
+        torch.testing.assert_close(out[..., 1], net(d["image"][None, ..., 1]))
+    assert out.shape == (1, 4, 32, 40, 3)
