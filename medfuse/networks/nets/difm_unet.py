@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import List, Optional, Union
+from typing import List, Union
 
 import torch
 import torch.nn as nn
