@@ -16,6 +16,8 @@ from pathlib import Path
 from medfuse.cli import run_command
 from medfuse.data.manifest import write_manifest
 from medfuse.data.nifti_layouts import ACDC_H5_SPACING, NIFTI_LAYOUTS, nifti_to_manifest
+from medfuse.data.splits import parse_fractions
+from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_json
 
 __all__ = ["HELP", "build_parser", "main"]
@@ -26,9 +28,11 @@ HELP = "NIfTI volumes (ACDC, Synapse/BTCV, image+label pairs) or ACDC HDF5 -> se
 def _split_type(text: str) -> str:
     if text.strip().lower() == "official":
         return "official"
-    from medfuse.data.layouts import fractions_type
-
-    return fractions_type(text)
+    try:
+        parse_fractions(text)
+    except DataError as e:
+        raise argparse.ArgumentTypeError(f"{e}, or 'official'") from None
+    return text
 
 
 def _val_fraction(text: str) -> float:

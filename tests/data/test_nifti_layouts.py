@@ -253,3 +253,15 @@ def test_demo_volumes(tmp_path):
     assert {i["frame"] for i in items} == {"ED", "ES"}
     with pytest.raises(ValueError, match="n_volumes"):
         make_demo_volumes(tmp_path, 0)
+
+
+def test_command_argument_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), "--out", str(tmp_path / "m.json"), "--layout", "acdc", "--split", "0.5,0.1"])
+    assert e.value.code == 2 and "sum to 1" in capsys.readouterr().err
+    assert main([str(tmp_path), "--out", str(tmp_path / "m.json"), "--layout", "acdc", "--label-map", "8-1"]) == 1
+    assert "SOURCE:TARGET" in capsys.readouterr().err
+    assert main([str(tmp_path / "none"), "--out", str(tmp_path / "m.json"), "--layout", "synapse"]) == 1
+    assert "folder not found" in capsys.readouterr().err
+    assert main([str(tmp_path), "--out", str(tmp_path / "m.json"), "--layout", "acdc_h5", "--spacing", "1,2"]) == 1
+    assert "three positive numbers" in capsys.readouterr().err
