@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "demo-data": "demo_data",
     "folder2manifest": "folder2manifest",
     "pairs2manifest": "pairs2manifest",
+    "nifti2manifest": "nifti2manifest",
     "medmnist2manifest": "medmnist2manifest",
     "dicom2manifest": "dicom2manifest",
     "validate": "validate",

@@ -47,3 +47,9 @@ __all__ = [
     "mutual_information",
     "predictive_entropy",
 ]
+
+from .blocks import ChannelMeanGate, DualInteractiveFusion  # noqa: E402
+from .losses import DIFMLoss, MultiScaleBoundaryLoss  # noqa: E402
+from .nets import DIFMUnet, DIFMUNet  # noqa: E402
+
+__all__ += ["ChannelMeanGate", "DIFMLoss", "DIFMUNet", "DIFMUnet", "DualInteractiveFusion", "MultiScaleBoundaryLoss"]

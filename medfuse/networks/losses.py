@@ -188,3 +188,202 @@ class MultiOutputLoss(nn.Module):
             "n_cls": n_cls,
         }
         return total
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DIFM (Noh, Jeon & Park, 2025): Dice + cross-entropy + multi-scale boundary loss
+# ---------------------------------------------------------------------------------------------------------------
+__all__ += ["MultiScaleBoundaryLoss", "DIFMLoss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _onehot_target(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(B, 1, H, W)`` class indices or ``(B, C, H, W)`` one-hot -> float one-hot ``(B, C, H, W)``."""
+    from monai.networks.utils import one_hot
+
+    if target.shape[1] == num_classes and num_classes > 1:
+        return target.float()
+    if target.shape[1] != 1:
+        raise ValueError(
+            f"the target must be (B, 1, H, W) class indices or (B, {num_classes}, H, W) one-hot, "
+            f"got {tuple(target.shape)}"
+        )
+    if target.is_floating_point() and bool((target != target.round()).any()):
+        raise ValueError("the segmentation target must hold integer class indices (threshold soft masks first)")
+    if bool((target < 0).any()) or bool((target >= num_classes).any()):
+        found = sorted({int(v) for v in torch.unique(target).tolist()})
+        raise ValueError(
+            f"the target holds values {found} outside 0..{num_classes - 1} (the network has {num_classes} output "
+            "channels, background included); remap the labels or change out_channels"
+        )
+    return one_hot(target.long(), num_classes=num_classes, dim=1).float()
+
+
+class MultiScaleBoundaryLoss(nn.Module):
+    """DIFM's multi-scale boundary loss: Noh, Jeon & Park, Pattern Recognit. Lett. 197, 2025.
+
+    ``sum_s mean |G(avgpool_s(p)) - G(avgpool_s(y))|`` over the scales ``s`` (default 1, 2, 4), where ``p`` is
+    the softmax of the logits, ``y`` the one-hot target, ``avgpool_s`` ``avg_pool2d(kernel=s, stride=s)`` (none
+    for ``s = 1``) and ``G`` the Sobel gradient magnitude of each channel, ``sqrt(gx**2 + gy**2 + 1e-8)`` with the
+    fixed 3x3 kernels ``[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]`` (and its transpose), replicate padding, no
+    normalisation (a unit step gives 4). Edges of the prediction are pulled onto the target's edges at three
+    resolutions; on its own it does not fix which class is where (pair it with Dice / cross-entropy).
+
+    Args:
+        scales: pooling factors (positive ints). Defaults to ``(1, 2, 4)``.
+        include_background: include channel 0 (the background). Defaults to False.
+        reduction: ``"mean"`` (a scalar), ``"sum"`` (the sum over elements instead of the mean, per scale, summed),
+            ``"none"`` (``(B,)``: per image, mean over channels and pixels, summed over scales). Defaults to
+            ``"mean"``.
+
+    Raises:
+        ValueError: bad ``scales`` / ``reduction``; in ``forward``, input that is not ``(B, C, H, W)`` (e.g. 5-D),
+            a target that does not fit it, an image smaller than the largest scale.
+
+    Examples::
+
+        >>> loss = MultiScaleBoundaryLoss(scales=(1, 2, 4))
+        >>> value = loss(torch.randn(2, 4, 64, 64), torch.randint(0, 4, (2, 1, 64, 64)))
+    """
+
+    def __init__(
+        self, scales: Sequence[int] = (1, 2, 4), include_background: bool = False, reduction: str = "mean"
+    ) -> None:
+        super().__init__()
+        scales = tuple(scales)
+        if not scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in scales):
+            raise ValueError(f"scales must be positive ints, e.g. (1, 2, 4), got {scales!r}")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.scales = scales
+        self.include_background = bool(include_background)
+        self.reduction = reduction
+        kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+        self.register_buffer("sobel", torch.stack([kx, kx.t()])[:, None], persistent=False)  # (2, 1, 3, 3)
+
+    def gradient_magnitude(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-channel Sobel magnitude of ``(B, C, H, W)``, same shape."""
+        b, c, h, w = x.shape
+        padded = F.pad(x.reshape(b * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+        g = F.conv2d(padded, self.sobel.to(dtype=x.dtype, device=x.device))
+        return torch.sqrt(g[:, 0] ** 2 + g[:, 1] ** 2 + 1e-8).reshape(b, c, h, w)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            input: logits ``(B, C, H, W)`` (softmax is applied here).
+            target: ``(B, 1, H, W)`` class indices or ``(B, C, H, W)`` one-hot.
+
+        Returns:
+            a scalar (``"mean"``/``"sum"``) or ``(B,)`` (``"none"``).
+        """
+        if input.dim() != 4:
+            raise ValueError(
+                f"MultiScaleBoundaryLoss takes 2D logits (B, C, H, W), got {input.dim()}-D {tuple(input.shape)}; "
+                "slice 3D volumes (e.g. monai.inferers.SliceInferer, or a 2D slice dataset)"
+            )
+        if target.dim() != 4 or target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
+            raise ValueError(f"target shape {tuple(target.shape)} does not fit logits {tuple(input.shape)}")
+        if min(input.shape[2:]) < max(self.scales):
+            raise ValueError(
+                f"image {tuple(input.shape[2:])} is smaller than the largest scale {max(self.scales)}; "
+                "use smaller scales or larger images"
+            )
+        num_classes = input.shape[1]
+        prob = torch.softmax(input, dim=1)
+        onehot = _onehot_target(target.to(input.device), num_classes).to(prob.dtype)
+        if not self.include_background and num_classes > 1:
+            prob, onehot = prob[:, 1:], onehot[:, 1:]
+        total = input.new_zeros(input.shape[0] if self.reduction == "none" else ())
+        for s in self.scales:
+            p, y = (prob, onehot) if s == 1 else (F.avg_pool2d(prob, s, s), F.avg_pool2d(onehot, s, s))
+            diff = (self.gradient_magnitude(p) - self.gradient_magnitude(y)).abs()
+            if self.reduction == "mean":
+                total = total + diff.mean()
+            elif self.reduction == "sum":
+                total = total + diff.sum()
+            else:
+                total = total + diff.flatten(1).mean(dim=1)
+        return total
+
+
+class DIFMLoss(nn.Module):
+    """DIFM's training loss: Noh, Jeon & Park, Pattern Recognit. Lett. 197, 2025.
+
+    ``ce_weight * CE + dice_weight * Dice + boundary_weight * MultiScaleBoundary``: the first two are MONAI's
+    ``DiceCELoss`` (softmax, one-hot targets, ``lambda_ce`` / ``lambda_dice``; submodule ``dice_ce``), the last
+    :class:`MultiScaleBoundaryLoss` (submodule ``boundary``). The paper's weights are 0.3 CE, 0.7 Dice and 1 x
+    the boundary sum over scales 1, 2, 4.
+
+    After each call :attr:`last` holds the detached parts as floats: ``ce``, ``dice``, ``boundary`` (unweighted)
+    and ``total``.
+
+    Args:
+        ce_weight: weight of the pixel cross-entropy (>= 0). Defaults to 0.3.
+        dice_weight: weight of the Dice loss (>= 0). Defaults to 0.7.
+        boundary_weight: weight of the boundary loss (>= 0). Defaults to 1.0.
+        scales: boundary-loss scales. Defaults to ``(1, 2, 4)``.
+        include_background: Dice and boundary over the background too. Defaults to False.
+
+    Raises:
+        ValueError: negative or all-zero weights; see :class:`MultiScaleBoundaryLoss` for inputs.
+
+    Examples::
+
+        >>> loss = DIFMLoss()
+        >>> value = loss(net(x), label)          # label (B, 1, H, W) indices or (B, C, H, W) one-hot
+        >>> loss.last                            # {"ce": ..., "dice": ..., "boundary": ..., "total": ...}
+    """
+
+    def __init__(
+        self,
+        ce_weight: float = 0.3,
+        dice_weight: float = 0.7,
+        boundary_weight: float = 1.0,
+        scales: Sequence[int] = (1, 2, 4),
+        include_background: bool = False,
+    ) -> None:
+        super().__init__()
+        weights = {"ce_weight": ce_weight, "dice_weight": dice_weight, "boundary_weight": boundary_weight}
+        for name, v in weights.items():
+            if not float(v) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        if sum(float(v) for v in weights.values()) == 0:
+            raise ValueError("ce_weight, dice_weight and boundary_weight are all 0: nothing would be trained")
+        self.ce_weight = float(ce_weight)
+        self.dice_weight = float(dice_weight)
+        self.boundary_weight = float(boundary_weight)
+        self.dice_ce = DiceCELoss(
+            include_background=bool(include_background), to_onehot_y=False, softmax=True,
+            lambda_ce=self.ce_weight, lambda_dice=self.dice_weight,
+        )
+        self.boundary = MultiScaleBoundaryLoss(scales=scales, include_background=include_background)
+        self.last: dict[str, float] = {}
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            input: logits ``(B, C, H, W)``.
+            target: ``(B, 1, H, W)`` class indices or ``(B, C, H, W)`` one-hot.
+
+        Returns:
+            the weighted sum, a scalar.
+        """
+        if input.dim() != 4:
+            raise ValueError(f"DIFMLoss takes 2D logits (B, C, H, W), got {input.dim()}-D {tuple(input.shape)}")
+        if target.dim() != 4 or target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
+            raise ValueError(f"target shape {tuple(target.shape)} does not fit logits {tuple(input.shape)}")
+        onehot = _onehot_target(target.to(input.device), input.shape[1]).to(input.dtype)
+        # the two parts of DiceCELoss.forward, kept apart for `last`
+        dice = self.dice_ce.dice(input, onehot)
+        ce = self.dice_ce.ce(input, onehot)
+        boundary = self.boundary(input, onehot) if self.boundary_weight > 0 else input.sum() * 0.0
+        total = self.dice_weight * dice + self.ce_weight * ce + self.boundary_weight * boundary
+        self.last = {
+            "ce": float(ce.detach()),
+            "dice": float(dice.detach()),
+            "boundary": float(boundary.detach()),
+            "total": float(total.detach()),
+        }
+        return total

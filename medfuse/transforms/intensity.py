@@ -259,6 +259,9 @@ class IntensityNormalized(MapTransform):
 class ContrastEnhance(Transform):
     """CLAHE contrast enhancement of each channel of a ``(C, H, W)`` image (see :func:`clahe`).
 
+    A ``(C, H, W, D)`` volume is enhanced slice by slice along its last axis (each ``(H, W)`` slice of each
+    channel on its own, as the 2D slices a DIFM network reads).
+
     Args:
         tiles: tile grid (rows, columns) or one int for both. Default 8.
         clip_limit: clip level as a multiple of the mean bin count; ``None`` for no clipping. Default 2.0.
@@ -267,11 +270,12 @@ class ContrastEnhance(Transform):
             are clipped). Default (0, 1), the range of medfuse's loaders.
 
     Raises:
-        ValueError: the input is not ``(C, H, W)``, or invalid parameters.
+        ValueError: the input is not ``(C, H, W)`` or ``(C, H, W, D)``, or invalid parameters.
 
     Examples::
 
         enhanced = ContrastEnhance(tiles=8, clip_limit=2.0)(img)   # img (1, H, W) in [0, 1]
+        enhanced = ContrastEnhance()(volume)                       # volume (1, H, W, D): per slice
     """
 
     backend = [TransformBackends.NUMPY]
@@ -295,11 +299,18 @@ class ContrastEnhance(Transform):
         self.value_range = (float(value_range[0]), float(value_range[1]))
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        """``img``: ``(C, H, W)`` array or tensor; returns the same type, float32."""
-        if len(img.shape) != 3:
-            raise ValueError(f"ContrastEnhance expects a channel-first 2D image (C, H, W), got shape {tuple(img.shape)}")
+        """``img``: ``(C, H, W)`` or ``(C, H, W, D)`` array or tensor; returns the same type, float32."""
+        if len(img.shape) not in (3, 4):
+            raise ValueError(
+                "ContrastEnhance expects a channel-first 2D image (C, H, W) or a volume (C, H, W, D) enhanced slice "
+                f"by slice, got shape {tuple(img.shape)}"
+            )
         x = convert_data_type(img, np.ndarray, dtype=np.float32)[0]
-        out = np.stack([clahe(c, self.tiles, self.clip_limit, self.nbins, self.value_range) for c in x])
+        args = (self.tiles, self.clip_limit, self.nbins, self.value_range)
+        if x.ndim == 4:
+            out = np.stack([np.stack([clahe(c[..., k], *args) for k in range(c.shape[-1])], axis=-1) for c in x])
+        else:
+            out = np.stack([clahe(c, *args) for c in x])
         return convert_to_dst_type(out, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
 
 

@@ -109,5 +109,20 @@ def test_bad_arguments(kwargs):
 def test_bad_shapes():
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         ContrastEnhance()(np.zeros((8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"\(C, H, W, D\).*\(1, 4, 4, 4, 2\)"):
+        ContrastEnhance()(np.zeros((1, 4, 4, 4, 2), np.float32))
     with pytest.raises(ValueError, match="output_keys"):
         ContrastEnhanced(["a", "b"], output_keys=["c"])
+
+
+def test_volume_slice_by_slice():
+    # (C, H, W, D): each channel's (H, W) slice along the last axis is enhanced on its own
+    slices = [_low_contrast(32, seed) for seed in range(3)]
+    vol = np.stack([np.stack(slices, axis=-1), np.stack(slices[::-1], axis=-1)])  # (2, 32, 32, 3)
+    out = ContrastEnhance(tiles=4)(torch.from_numpy(vol))
+    assert isinstance(out, torch.Tensor) and tuple(out.shape) == (2, 32, 32, 3) and out.dtype == torch.float32
+    for c in range(2):
+        for k in range(3):
+            np.testing.assert_allclose(out[c, ..., k].numpy(), clahe(vol[c, ..., k], tiles=4), atol=1e-6)
+    d = ContrastEnhanced("image", output_keys="image_enhanced", tiles=4)({"image": MetaTensor(torch.from_numpy(vol))})
+    assert torch.allclose(d["image_enhanced"], out) and torch.equal(d["image"], torch.from_numpy(vol))

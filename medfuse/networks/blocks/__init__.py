@@ -19,3 +19,8 @@ __all__ = [
     "MultiScaleCrossAttentionFusion",
     "sincos_position_embedding_2d",
 ]
+
+from .cross_attention_fusion import sincos_position_embedding_coords  # noqa: E402
+from .difm import ChannelMeanGate, DualInteractiveFusion  # noqa: E402
+
+__all__ += ["ChannelMeanGate", "DualInteractiveFusion", "sincos_position_embedding_coords"]

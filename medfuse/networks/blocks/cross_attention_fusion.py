@@ -20,6 +20,7 @@ __all__ = [
     "CrossAttentionLayer",
     "MultiScaleCrossAttentionFusion",
     "sincos_position_embedding_2d",
+    "sincos_position_embedding_coords",
 ]
 
 FUSION_MODES = ("sum", "concat")
@@ -34,20 +35,38 @@ def sincos_position_embedding_2d(
     A quarter of the channels each hold sin/cos of the row and of the column index at geometric frequencies
     (``dim`` must be divisible by 4). Parameter-free, so any input size works.
     """
+    rows = torch.arange(height, device=device, dtype=torch.float32)
+    cols = torch.arange(width, device=device, dtype=torch.float32)
+    return sincos_position_embedding_coords(rows, cols, dim).to(dtype)
+
+
+def sincos_position_embedding_coords(rows: torch.Tensor, cols: torch.Tensor, dim: int) -> torch.Tensor:
+    """:func:`sincos_position_embedding_2d` at arbitrary (fractional) coordinates, float32.
+
+    Args:
+        rows: ``(h,)`` row coordinates, in pixels of some reference grid.
+        cols: ``(w,)`` column coordinates.
+        dim: embedding width (divisible by 4).
+
+    Returns:
+        ``(1, h * w, dim)``, row-major. At integer coordinates ``0..h-1`` / ``0..w-1`` it equals
+        :func:`sincos_position_embedding_2d`, so a coarse grid whose cells are given the pixel coordinates of their
+        centres is embedded consistently with the full-resolution grid.
+    """
     quarter = dim // 4
-    omega = 1.0 / (10000.0 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
-    rows = torch.arange(height, device=device, dtype=torch.float32)[:, None] * omega[None, :]
-    cols = torch.arange(width, device=device, dtype=torch.float32)[:, None] * omega[None, :]
-    rows = rows[:, None, :].expand(height, width, quarter)
-    cols = cols[None, :, :].expand(height, width, quarter)
-    emb = torch.cat([rows.sin(), rows.cos(), cols.sin(), cols.cos()], dim=-1).reshape(1, height * width, dim)
-    return emb.to(dtype)
+    omega = 1.0 / (10000.0 ** (torch.arange(quarter, device=rows.device, dtype=torch.float32) / quarter))
+    height, width = rows.shape[0], cols.shape[0]
+    r = rows.to(torch.float32)[:, None] * omega[None, :]
+    c = cols.to(torch.float32)[:, None] * omega[None, :]
+    r = r[:, None, :].expand(height, width, quarter)
+    c = c[None, :, :].expand(height, width, quarter)
+    return torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=-1).reshape(1, height * width, dim)
 
 
 class CrossAttentionLayer(nn.Module):
     """One direction of cross attention on token sequences, as a pre-norm transformer decoder layer.
 
-    ``x = x + attn(LN(x) [+ pos], LN(context) [+ pos]);  x = x + MLP(LN(x));  return LN(x)``
+    ``x = x + attn(LN(x) [+ pos], LN(context) [+ context_pos, or pos]);  x = x + MLP(LN(x));  return LN(x)``
     (queries from ``x``, keys and values from ``context``). The attention is MONAI's ``CrossAttentionBlock``
     (submodule ``attn``); ``set_save_attn(True)`` makes it keep the attention matrix in ``attn.att_mat``,
     switching PyTorch's fused attention off meanwhile (the two cannot be combined).
@@ -102,13 +121,22 @@ class CrossAttentionLayer(nn.Module):
         self.attn.save_attn = bool(save)
         self.attn.use_flash_attention = self.flash and not save
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        pos: Optional[torch.Tensor] = None,
+        context_pos: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """
         Args:
             x: queries, ``(B, N, hidden_size)``.
             context: keys and values, ``(B, M, hidden_size)``.
-            pos: optional position embedding added to the normalised queries and context, broadcastable to
-                both (used when ``N == M``).
+            pos: optional position embedding added to the normalised queries, broadcastable to ``x``; without
+                ``context_pos`` it is added to the normalised context too (so then ``N == M``).
+            context_pos: optional position embedding of the context, broadcastable to ``context``; when given,
+                ``pos`` goes to the queries only and ``context_pos`` to the context (for ``N != M``, e.g. a
+                pooled context).
 
         Returns:
             ``(B, N, hidden_size)``.
@@ -117,6 +145,9 @@ class CrossAttentionLayer(nn.Module):
         kv = self.norm_kv(context)
         if pos is not None:
             q = q + pos
+        if context_pos is not None:
+            kv = kv + context_pos
+        elif pos is not None:
             kv = kv + pos
         x = x + self.attn(q, kv)
         x = x + self.mlp(self.norm_mlp(x))
