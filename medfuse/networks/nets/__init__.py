@@ -3,6 +3,8 @@
 """Networks, one per file."""
 
 from .dual_cross_attention import DCAT, DCATNet, DualCrossAttentionNet
+from .dualattnet import DualAttentionNet, DualAttNet, DualAttNetDetector
 from .multi_output_unet import MultiOutputUnet, MultiOutputUNet
 
 __all__ = ["DCAT", "DCATNet", "DualCrossAttentionNet", "MultiOutputUNet", "MultiOutputUnet"]
+__all__ += ["DualAttNet", "DualAttNetDetector", "DualAttentionNet"]
