@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "pairs2manifest": "pairs2manifest",
     "medmnist2manifest": "medmnist2manifest",
     "dicom2manifest": "dicom2manifest",
+    "vindr2manifest": "vindr2manifest", "coco2manifest": "coco2manifest",
     "validate": "validate",
     "summary": "summary",
     "evaluate": "evaluate",
