@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "nifti2manifest": "nifti2manifest",
     "medmnist2manifest": "medmnist2manifest",
     "dicom2manifest": "dicom2manifest",
+    "vindr2manifest": "vindr2manifest", "coco2manifest": "coco2manifest",
     "validate": "validate",
     "summary": "summary",
     "evaluate": "evaluate",

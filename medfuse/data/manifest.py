@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
+import math
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "validate_manifest",
     "write_manifest",
     "load_split",
+    "multi_hot_from_boxes",
     "iter_items",
     "summarize_manifest",
     "format_summary",
@@ -158,10 +160,15 @@ def _check_label(label: Any, classes: list, task: str, where: str, problems: lis
     )
 
 
-def _check_boxes(item: Mapping, classes: list, where: str, problems: list[str]) -> None:
+def _check_boxes(item: Mapping, classes: list, task: Any, split: str, where: str, problems: list[str]) -> None:
     boxes = item.get("boxes")
     box_labels = item.get("box_labels")
     if boxes is None and box_labels is None:
+        if task == "detection" and split == "training":
+            problems.append(
+                f"{where}: detection training item without 'boxes'; give 'boxes' and 'box_labels' "
+                "(empty lists for an image without findings)"
+            )
         return
     if not isinstance(boxes, list) or not isinstance(box_labels, list):
         problems.append(f"{where}: 'boxes' and 'box_labels' must both be lists (give both, or neither)")
@@ -171,15 +178,28 @@ def _check_boxes(item: Mapping, classes: list, where: str, problems: list[str]) 
             f"{where}: {len(boxes)} boxes but {len(box_labels)} box_labels; give one label per box"
         )
     for j, b in enumerate(boxes):
-        ok = isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
+        ok = isinstance(b, list) and len(b) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b
+        )
         if not ok or b[2] < b[0] or b[3] < b[1]:
             problems.append(
-                f"{where}: box {j} {b!r} is not [x_min, y_min, x_max, y_max] with x_max >= x_min and y_max >= y_min"
+                f"{where}: box {j} {b!r} is not [x_min, y_min, x_max, y_max] (numbers) with x_max >= x_min "
+                "and y_max >= y_min"
             )
     n = len(classes)
-    for j, lab in enumerate(box_labels):
-        if not isinstance(lab, int) or isinstance(lab, bool) or not 0 <= lab < max(n, 1) or not n:
-            problems.append(f"{where}: box_labels[{j}] = {lab!r} is not a class index into {classes}")
+    bad = [f"box_labels[{j}] = {lab!r}" for j, lab in enumerate(box_labels)
+           if not isinstance(lab, int) or isinstance(lab, bool) or not 0 <= lab < n]
+    if bad:
+        valid = f"0..{n - 1}" if n else "none: 'classes' is empty"
+        problems.append(f"{where}: {', '.join(bad)}: not class indices into classes {classes} ({valid})")
+
+
+def multi_hot_from_boxes(box_labels: Iterable[int], num_classes: int) -> list[int]:
+    """The image-level multi-hot label of a detection item: 1 for every class among its ``box_labels``."""
+    out = [0] * int(num_classes)
+    for lab in box_labels:
+        out[int(lab)] = 1
+    return out
 
 
 def validate_manifest(
@@ -269,7 +289,7 @@ def validate_manifest(
             problems.append(f"{where}: training item without 'label'; label it or move it to 'test'")
         if task in ("segmentation", "segmentation_classification") and split == "training" and "mask" not in item and "label" not in item:
             problems.append(f"{where}: training item has neither 'mask' nor 'label'")
-        _check_boxes(item, classes, where, problems)
+        _check_boxes(item, classes, task, split, where, problems)
         pid = item.get("patient_id")
         if pid is not None:
             patients[str(pid)].add(split)
@@ -355,7 +375,9 @@ def load_split(path: str | os.PathLike, split: str = "training", validate: bool 
     """Items of one split with ``image`` (and ``mask``) made absolute: ready for a MONAI Dataset.
 
     Unlike ``monai.data.load_decathlon_datalist``, a missing split returns ``[]`` and mask
-    paths are always resolved (MONAI resolves them only when the file exists).
+    paths are always resolved (MONAI resolves them only when the file exists). Items of a
+    ``detection`` manifest get their image-level ``label``, a multi-hot list over ``classes``,
+    from their ``box_labels`` (:func:`multi_hot_from_boxes`; all zeros for a negative).
     """
     if split not in SPLITS:
         raise ManifestError(f"unknown split {split!r}; use one of {list(SPLITS)}", path)
@@ -363,10 +385,13 @@ def load_split(path: str | os.PathLike, split: str = "training", validate: bool 
     manifest = read_manifest(path, validate=validate)
     base = path.parent.resolve()
     items = copy.deepcopy(manifest.get(split, []))
+    detection = manifest.get("task") == "detection"
     for item in items:
         for key in PATH_KEYS:
             if isinstance(item.get(key), str):
                 item[key] = os.path.normpath(_resolve(base, item[key]))
+        if detection and isinstance(item.get("box_labels"), list):
+            item["label"] = multi_hot_from_boxes(item["box_labels"], len(manifest.get("classes", [])))
     return items
 
 

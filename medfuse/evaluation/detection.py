@@ -13,6 +13,7 @@ Example::
 
     >>> m = detection_metrics(pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes, classes=["nodule"])
     >>> m["map"], m["ap50"], m["per_class"]["nodule"]["ap50"]
+    >>> froc(pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes)["sensitivity"]  # at 1/8 ... 8 FP/image
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["detection_metrics"]
+__all__ = ["detection_metrics", "froc", "FROC_FP_RATES"]
+
+#: False positives per image at which :func:`froc` reports sensitivity (the LUNA16 / VinDr-style points).
+FROC_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def _arrays(seq: Sequence[Any], what: str, width: int | None, dtype) -> list[np.ndarray]:
@@ -137,4 +141,108 @@ def detection_metrics(
         "iou_range": list(iou_range),
         "max_detections": md,
         "interpolation": "COCO 101-point (MONAI COCOMetric)",
+    }
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    half = a.shape[1] // 2
+    lo = np.maximum(a[:, None, :half], b[None, :, :half])
+    hi = np.minimum(a[:, None, half:], b[None, :, half:])
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=2)
+    area_a = np.prod(a[:, half:] - a[:, :half], axis=1)
+    area_b = np.prod(b[:, half:] - b[:, :half], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def froc(
+    pred_boxes: Sequence[Any],
+    pred_classes: Sequence[Any],
+    pred_scores: Sequence[Any],
+    gt_boxes: Sequence[Any],
+    gt_classes: Sequence[Any],
+    fp_rates: Sequence[float] = FROC_FP_RATES,
+    iou_threshold: float = 0.4,
+) -> dict:
+    """Free-response ROC: lesion sensitivity at given numbers of false positives per image.
+
+    In each image the detections are taken by descending score; one is a true positive when it overlaps a
+    not yet matched true box of the same class with IoU >= ``iou_threshold`` (the best such box), otherwise a
+    false positive (duplicates included). The detections of all images are then pooled by score; the
+    sensitivity at a rate ``r`` is the highest ``TP / true boxes`` over the score thresholds whose
+    ``FP / images`` is at most ``r`` (0 when none is). Images without true boxes count in the denominator of
+    the FP rate. Boxes as in :func:`detection_metrics` (any axis order, the same for both).
+
+    Args:
+        pred_boxes, pred_classes, pred_scores, gt_boxes, gt_classes: per image, as :func:`detection_metrics`.
+        fp_rates: false positives per image. Defaults to 0.125, 0.25, 0.5, 1, 2, 4, 8.
+        iou_threshold: IoU of a hit. Defaults to 0.4 (VinDr-CXR's).
+
+    Returns:
+        ``{"fp_rates": [...], "sensitivity": [...], "mean_sensitivity", "iou_threshold", "n_images", "n_gt",
+        "n_pred", "curve": {"fp_per_image": [...], "sensitivity": [...], "score": [...]}}``; the sensitivities
+        are None when there is no true box.
+
+    Raises:
+        ValueError: when the per-image lists differ in length, boxes are malformed or a rate is negative.
+    """
+    n = len(gt_boxes)
+    if len({len(pred_boxes), len(pred_classes), len(pred_scores), len(gt_boxes), len(gt_classes)}) != 1:
+        raise ValueError(f"pred_boxes, pred_classes, pred_scores, gt_boxes and gt_classes must have one entry per image; "
+                         f"got lengths {len(pred_boxes)}, {len(pred_classes)}, {len(pred_scores)}, {len(gt_boxes)}, {len(gt_classes)}")
+    rates = [float(r) for r in fp_rates]
+    if any(r < 0 for r in rates):
+        raise ValueError(f"fp_rates must be >= 0, got {list(fp_rates)}")
+    width = next((np.asarray(b).reshape(len(np.asarray(b)), -1).shape[1] for b in list(gt_boxes) + list(pred_boxes)
+                  if np.asarray(b).size), 4)
+    pb = _arrays(pred_boxes, "pred_boxes", width, np.float64)
+    gb = _arrays(gt_boxes, "gt_boxes", width, np.float64)
+    pc = _arrays(pred_classes, "pred_classes", None, np.int64)
+    ps = _arrays(pred_scores, "pred_scores", None, np.float64)
+    gc = _arrays(gt_classes, "gt_classes", None, np.int64)
+    scores, hits = [], []
+    for i in range(n):
+        if len(pb[i]) != len(pc[i]) or len(pb[i]) != len(ps[i]):
+            raise ValueError(f"image {i}: {len(pb[i])} predicted boxes but {len(pc[i])} classes and {len(ps[i])} scores")
+        if len(gb[i]) != len(gc[i]):
+            raise ValueError(f"image {i}: {len(gb[i])} true boxes but {len(gc[i])} classes")
+        order = np.argsort(-ps[i], kind="stable")
+        iou = _iou_matrix(pb[i][order], gb[i]) if len(gb[i]) and len(order) else np.zeros((len(order), 0))
+        iou = np.where(pc[i][order][:, None] == gc[i][None, :], iou, -1.0)  # same class only
+        taken = np.zeros(len(gb[i]), dtype=bool)
+        for row, j in enumerate(order):
+            cand = np.where(taken, -1.0, iou[row]) if iou.shape[1] else np.zeros(0)
+            best = int(np.argmax(cand)) if cand.size else -1
+            hit = best >= 0 and cand[best] >= iou_threshold
+            if hit:
+                taken[best] = True
+            scores.append(float(ps[i][j]))
+            hits.append(bool(hit))
+    n_gt = int(sum(len(g) for g in gb))
+    s = np.asarray(scores)
+    h = np.asarray(hits, dtype=bool)
+    order = np.argsort(-s, kind="stable")
+    s, h = s[order], h[order]
+    tp, fp = np.cumsum(h), np.cumsum(~h)
+    last = np.r_[s[1:] != s[:-1], True] if s.size else np.zeros(0, dtype=bool)  # one point per distinct score
+    fp_per_image = fp[last] / max(n, 1)
+    sens = tp[last] / n_gt if n_gt else np.full(int(last.sum()), np.nan)
+    out_sens: list[float | None] = []
+    for r in rates:
+        ok = fp_per_image <= r + 1e-12
+        out_sens.append(None if not n_gt else float(sens[ok].max()) if ok.any() else 0.0)
+    valid = [v for v in out_sens if v is not None]
+    return {
+        "fp_rates": rates,
+        "sensitivity": out_sens,
+        "mean_sensitivity": float(np.mean(valid)) if valid and len(valid) == len(out_sens) else None,
+        "iou_threshold": float(iou_threshold),
+        "n_images": int(n),
+        "n_gt": n_gt,
+        "n_pred": int(s.size),
+        "curve": {
+            "fp_per_image": [float(v) for v in fp_per_image],
+            "sensitivity": [float(v) for v in sens] if n_gt else [],
+            "score": [float(v) for v in s[last]],
+        },
     }

@@ -6,6 +6,7 @@ All loaders return a float32 ``monai.data.MetaTensor``, channel-first ``(C, H, W
 ``H`` = image rows (not transposed), values in [0, 1].
 """
 
+from .boxes import ResizeWithPadBoxd, detection_eval_transforms, detection_train_transforms, monai_to_xyxy, xyxy_to_monai
 from .dicom import (
     LoadDicomXray,
     LoadDicomXrayd,
@@ -91,3 +92,4 @@ __all__ = [
     "oct_train_transforms",
     "oct_eval_transforms",
 ]
+__all__ += ["ResizeWithPadBoxd", "detection_train_transforms", "detection_eval_transforms", "xyxy_to_monai", "monai_to_xyxy"]

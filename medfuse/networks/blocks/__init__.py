@@ -9,6 +9,7 @@ from .cross_attention_fusion import (
     MultiScaleCrossAttentionFusion,
     sincos_position_embedding_2d,
 )
+from .dualattnet_heads import DualAttentionHead, ImageLevelAttention, fine_grained_disease_attention
 
 __all__ = [
     "BidirectionalCrossAttentionFusion",
@@ -18,6 +19,7 @@ __all__ = [
     "CrossAttentionLayer",
     "MultiScaleCrossAttentionFusion",
     "sincos_position_embedding_2d",
+    "DualAttentionHead", "ImageLevelAttention", "fine_grained_disease_attention",
 ]
 
 from .cross_attention_fusion import sincos_position_embedding_coords  # noqa: E402

@@ -2,11 +2,20 @@
 # Licensed under the Apache License, Version 2.0
 """Networks, one per file."""
 
+from .difm_unet import DIFMUnet, DIFMUNet
 from .dual_cross_attention import DCAT, DCATNet, DualCrossAttentionNet
+from .dualattnet import DualAttentionNet, DualAttNet, DualAttNetDetector
 from .multi_output_unet import MultiOutputUnet, MultiOutputUNet
 
-__all__ = ["DCAT", "DCATNet", "DualCrossAttentionNet", "MultiOutputUNet", "MultiOutputUnet"]
-
-from .difm_unet import DIFMUnet, DIFMUNet  # noqa: E402
-
-__all__ += ["DIFMUNet", "DIFMUnet"]
+__all__ = [
+    "DCAT",
+    "DCATNet",
+    "DIFMUNet",
+    "DIFMUnet",
+    "DualAttNet",
+    "DualAttNetDetector",
+    "DualAttentionNet",
+    "DualCrossAttentionNet",
+    "MultiOutputUNet",
+    "MultiOutputUnet",
+]
