@@ -13,7 +13,7 @@
   transforms, two-output inferer and post-processing, Dice/IoU/HD95 evaluation, mask and lung-CAM writers).
 """
 
-from .bundle import bundle_dir, run_bundle
+from .bundle import bundle_dir, compose_bundle, run_bundle
 from .cam import CAMWriter
 from .data import (
     CLASS_BALANCE_MODES,
@@ -68,6 +68,7 @@ __all__ = [
     "flag",
     "bundle_dir",
     "run_bundle",
+    "compose_bundle",
     "CAMWriter",
     "CLASS_BALANCE_MODES",
     "IMAGE_EXTENSIONS",

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ __all__ = [
     "BASE_KEY",
     "WORKFLOWS",
     "bundle_dir",
+    "LAYER_FILES_KEY",
+    "compose_bundle",
     "compose_layers",
     "config_layers",
     "flatten_configs",
@@ -116,6 +120,18 @@ def layered_config_arg(bundle: str | os.PathLike, workflow: str) -> str:
     return files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
 
 
+def _get_nested(out: dict, key: str) -> Any:
+    node: Any = out
+    for p in key.split("#"):
+        if isinstance(node, dict) and p in node:
+            node = node[p]
+        elif isinstance(node, list) and p.isdigit() and int(p) < len(node):
+            node = node[int(p)]
+        else:
+            return None
+    return node
+
+
 def _set_nested(out: dict, key: str, value: Any) -> bool:
     parts = key.split("#")
     node: Any = out
@@ -151,15 +167,17 @@ def compose_layers(files: list[str | os.PathLike]) -> dict:
             layer = json.load(fh)
         for key, value in layer.items():
             value = copy.deepcopy(value)
-            if key.startswith("+") and key[1:] in out:
-                target = out[key[1:]]
+            if key.startswith("+"):
+                target = _get_nested(out, key[1:])
                 if isinstance(target, dict) and isinstance(value, dict):
                     target.update(value)
                     continue
                 if isinstance(target, list) and isinstance(value, list):
                     target.extend(value)
                     continue
-                raise ValueError(f"{f}: {key!r} merges a {type(value).__name__} into a {type(target).__name__}")
+                if target is not None:
+                    raise ValueError(f"{f}: {key!r} merges a {type(value).__name__} into a {type(target).__name__}")
+                key = key[1:]  # nothing to merge into: copied, as MONAI does
             if "#" in key and _set_nested(out, key, value):
                 continue
             out[key] = value
@@ -195,6 +213,68 @@ def flatten_configs(bundle: str | os.PathLike, dest: str | os.PathLike) -> list[
         elif layers[-1].resolve() != (dest / name).resolve():
             shutil.copy2(layers[-1], dest / name)
     return sorted(names)
+
+
+#: key listing the override files given (each layered config file adds its own name with ``"+layer_files"``)
+LAYER_FILES_KEY = "layer_files"
+_COMPOSE_CALL = "$medfuse.workflows.compose_bundle()"
+
+
+def _leaf_overrides(current: Any, loaded: Any, prefix: str = "") -> dict:
+    """``{id: value}`` of what differs between the running config and the files as loaded (the overrides)."""
+    out: dict = {}
+    for key, value in current.items():
+        ident = f"{prefix}{key}"
+        if key not in loaded:
+            out[ident] = value
+        elif isinstance(value, dict) and isinstance(loaded[key], dict):
+            out.update(_leaf_overrides(value, loaded[key], ident + "#"))
+        elif value != loaded[key]:
+            out[ident] = value
+    return out
+
+
+def compose_bundle() -> None:
+    """Put a layered bundle's base under it when the bundle's own config files were run alone.
+
+    Every config file of a layered bundle lists itself in ``"+layer_files"`` and calls
+    ``$medfuse.workflows.compose_bundle()`` first in its ``initialize`` (``"+initialize"`` when it keeps the
+    base's list). Run with its base layers first (``--config_file "[base, bundle]"``, :func:`run_bundle`, an
+    exported bundle), the config is complete and this does nothing. Run alone (``--config_file
+    bundles/<b>/configs/train.json``, as the bundle READMEs show), the workflow holds only the bundle's
+    differences: this loads the base layers of every file given under them, re-applies the command-line
+    overrides, parses the result and runs its ``initialize``, so the workflow goes on as if all layers had
+    been given.
+    """
+    from monai.bundle import ConfigParser
+
+    from medfuse.workflows.runs import find_active_workflow
+
+    wf = find_active_workflow()
+    parser = getattr(wf, "parser", None)
+    root = getattr(wf, "config_root_path", None)
+    if parser is None or root is None:
+        raise RuntimeError("compose_bundle() runs inside a bundle workflow's initialize")
+    names = list(dict.fromkeys(parser[LAYER_FILES_KEY])) if LAYER_FILES_KEY in parser else []
+    if not names:
+        return
+    bundle = Path(root).parent if Path(root).name == "configs" else Path(root)
+    files = [str(p) for n in names for p in config_layers(bundle, n)]
+    if all(k.lstrip("+") in parser for k in compose_layers(files)):
+        return  # the base layers are there already (all layers were given)
+    full = ConfigParser.load_config_files(files)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "+key: copying instead", as when the files were loaded
+        alone = ConfigParser.load_config_files([str(bundle / "configs" / n) for n in names])
+    overrides = _leaf_overrides(parser.get(), alone)
+    visited = len(parser["initialize"])  # the workflow is inside its loop over this many initialize items
+    init = [i for i in full.get("initialize", []) if i != _COMPOSE_CALL]
+    full["initialize"] = [_COMPOSE_CALL] * visited + init  # the items it will still visit do nothing
+    parser.set(full)
+    parser.update(overrides)
+    parser.parse(reset=True)
+    for i in range(visited, visited + len(init)):
+        parser.get_parsed_content(f"initialize#{i}")
 
 
 def run_bundle(bundle: str | os.PathLike, workflow: str = "train", logging: bool = True, **overrides: Any) -> dict:
