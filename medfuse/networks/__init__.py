@@ -13,6 +13,7 @@ from .blocks import (
 )
 from .losses import MultiOutputLoss
 from .nets import DCAT, DCATNet, DualCrossAttentionNet, MultiOutputUnet, MultiOutputUNet
+from .nets import DualAttNet, DualAttNetDetector
 from .uncertainty import (
     MCDropoutResult,
     enable_mc_dropout,
@@ -45,3 +46,4 @@ __all__ = [
     "mutual_information",
     "predictive_entropy",
 ]
+__all__ += ["DualAttNet", "DualAttNetDetector"]
