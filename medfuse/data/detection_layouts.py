@@ -333,9 +333,12 @@ def vindr_to_manifest(
         class_list = given
     elif rows and "class_id" in rows[0]:
         ids: dict[str, float] = {}
+        wanted = set(names_in_csv)
         for r in rows:
-            if r["class_name"] in names_in_csv and r["class_name"] not in ids:
-                ids[r["class_name"]] = _number(r.get("class_id", "")) if _number(r.get("class_id", "")) is not None else 1e9
+            name = r["class_name"]
+            if name in wanted and name not in ids:
+                number = _number(r.get("class_id", ""))
+                ids[name] = number if number is not None else float("inf")  # no id: after the numbered ones
         class_list = sorted(ids, key=lambda n: (ids[n], n))
     else:
         class_list = sorted(set(names_in_csv))

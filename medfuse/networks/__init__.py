@@ -13,6 +13,7 @@ from .blocks import (
 )
 from .losses import MultiOutputLoss
 from .nets import DCAT, DCATNet, DualCrossAttentionNet, MultiOutputUnet, MultiOutputUNet
+from .nets import DualAttNet, DualAttNetDetector
 from .uncertainty import (
     MCDropoutResult,
     enable_mc_dropout,
@@ -47,6 +48,7 @@ __all__ = [
     "mutual_information",
     "predictive_entropy",
 ]
+__all__ += ["DualAttNet", "DualAttNetDetector"]
 
 from .blocks import ChannelMeanGate, DualInteractiveFusion  # noqa: E402
 from .losses import DIFMLoss, MultiScaleBoundaryLoss  # noqa: E402

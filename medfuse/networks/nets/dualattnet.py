@@ -128,6 +128,9 @@ class DualAttNet(RetinaNet):
       levels finest first, then rows, columns, anchors) the K class logits then the 4 box deltas.
     * ``"image"``: the image-level logits ``(B, K)`` (needs ``attention=True``; Grad-CAM target).
 
+    ``"dense"`` and ``"image"`` script (``torch.jit.script``); ``"dict"`` runs eagerly only (a scripted network
+    raises in that mode), which is all the detector needs.
+
     Stable submodule names: ``feature_extractor`` (``.body``, ``.fpn``), ``classification_head``,
     ``regression_head`` (MONAI's), ``attention_heads.<level>`` with levels ``p3`` (stride 8), ``p4``, ... ,
     each with ``class_conv`` and ``ila``. :attr:`cam_layer` (alias ``cam_target_layer``) is the finest FPN

@@ -148,3 +148,15 @@ def test_plain_detector_image_scores():
 def test_ill_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DualAttNet(**{**TINY, **kwargs})
+
+
+def test_grad_cam_on_image_output():
+    from monai.visualize import GradCAM
+
+    net = tiny(output="image").eval()
+    x = torch.rand(X)
+    cam = GradCAM(net, target_layers=net.cam_layer)
+    batch = cam(x, class_idx=1)
+    assert batch.shape == (2, 1, 64, 64)
+    for i in range(2):  # per image equals the batch result
+        torch.testing.assert_close(cam(x[i : i + 1], class_idx=1)[0], batch[i], rtol=1e-4, atol=1e-5)
