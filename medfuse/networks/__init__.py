@@ -11,6 +11,7 @@ from .blocks import (
     CrossAttentionLayer,
     MultiScaleCrossAttentionFusion,
 )
+from .blocks import GlobalSpatialAttention
 from .losses import MultiOutputLoss
 from .nets import DCAT, DCATNet, DualCrossAttentionNet, MultiOutputUnet, MultiOutputUNet
 from .uncertainty import (
@@ -31,6 +32,7 @@ __all__ = [
     "DCAT",
     "DCATNet",
     "DualCrossAttentionNet",
+    "GlobalSpatialAttention",
     "MCDropoutResult",
     "MultiScaleCrossAttentionFusion",
     "MultiOutputLoss",

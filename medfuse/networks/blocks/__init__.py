@@ -9,6 +9,7 @@ from .cross_attention_fusion import (
     MultiScaleCrossAttentionFusion,
     sincos_position_embedding_2d,
 )
+from .global_spatial_attention import GlobalSpatialAttention
 
 __all__ = [
     "BidirectionalCrossAttentionFusion",
@@ -16,6 +17,7 @@ __all__ = [
     "CBAMChannelAttention",
     "CBAMSpatialAttention",
     "CrossAttentionLayer",
+    "GlobalSpatialAttention",
     "MultiScaleCrossAttentionFusion",
     "sincos_position_embedding_2d",
 ]
