@@ -12,6 +12,7 @@ from .blocks import (
     MultiScaleCrossAttentionFusion,
 )
 from .blocks import GlobalSpatialAttention
+from .nets import GSANet, GlobalSpatialAttentionNet
 from .losses import MultiOutputLoss
 from .nets import DCAT, DCATNet, DualCrossAttentionNet, MultiOutputUnet, MultiOutputUNet
 from .uncertainty import (
@@ -32,7 +33,9 @@ __all__ = [
     "DCAT",
     "DCATNet",
     "DualCrossAttentionNet",
+    "GSANet",
     "GlobalSpatialAttention",
+    "GlobalSpatialAttentionNet",
     "MCDropoutResult",
     "MultiScaleCrossAttentionFusion",
     "MultiOutputLoss",

@@ -4,5 +4,7 @@
 
 from .dual_cross_attention import DCAT, DCATNet, DualCrossAttentionNet
 from .multi_output_unet import MultiOutputUnet, MultiOutputUNet
+from .global_spatial_attention_net import GSANet, GlobalSpatialAttentionNet
 
 __all__ = ["DCAT", "DCATNet", "DualCrossAttentionNet", "MultiOutputUNet", "MultiOutputUnet"]
+__all__ += ["GSANet", "GlobalSpatialAttentionNet"]
