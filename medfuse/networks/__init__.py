@@ -14,6 +14,7 @@ from .blocks import (
 from .blocks import GlobalSpatialAttention
 from .nets import GSANet, GlobalSpatialAttentionNet
 from .losses import MultiOutputLoss
+from .losses import GlobalSpatialAttentionLoss
 from .nets import DCAT, DCATNet, DualCrossAttentionNet, MultiOutputUnet, MultiOutputUNet
 from .uncertainty import (
     MCDropoutResult,
@@ -35,6 +36,7 @@ __all__ = [
     "DualCrossAttentionNet",
     "GSANet",
     "GlobalSpatialAttention",
+    "GlobalSpatialAttentionLoss",
     "GlobalSpatialAttentionNet",
     "MCDropoutResult",
     "MultiScaleCrossAttentionFusion",
