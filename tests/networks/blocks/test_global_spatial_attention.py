@@ -112,7 +112,7 @@ def test_regularization_value():
     expected = (m.mean() - 0.5) ** 2 + 0.01 * entropy.mean()
     torch.testing.assert_close(gsa.regularization(), expected)
     saturated = make("logit_map", init_logit=200.0)
-    value = saturated.regularization(target_fraction=1.0)
+    value = saturated.regularization(target_fraction=1.0).detach()
     assert math.isfinite(float(value)) and float(value) < 1e-6
 
 
