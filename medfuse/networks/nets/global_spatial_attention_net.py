@@ -21,7 +21,7 @@ __all__ = ["GlobalSpatialAttentionNet", "GSANet", "GSA_NETWORKS"]
 GSA_NETWORKS = ("densenet121", "resnet18", "resnet34", "resnet50", "seresnet50", "dual_cross_attention")
 
 _RESNETS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
-_CHILD = "gsa"  # name of the block's second registration, on the hooked module (see GlobalSpatialAttentionNet)
+_CHILD = "gsa"  # name of the block's second registration, on the stage it gates (see GlobalSpatialAttentionNet)
 
 
 def _build(name: str, in_channels: int, num_classes: int, net_kwargs: Mapping[str, Any]) -> nn.Module:
@@ -72,23 +72,24 @@ def _stages_and_cam_layer(net: nn.Module) -> tuple[tuple[str, ...], Optional[str
     return stages, own_cam
 
 
-def _output_module(module: nn.Module, at: str) -> tuple[nn.Module, str]:
-    """The module whose output is ``module``'s output: ``module``, or the last module a plain ``nn.Sequential``
-    runs (recursively). Hooking that one (not the Sequential) keeps the block out of the Sequential's layers."""
-    path = ""
-    while isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-        if len(module) == 0:
-            raise ValueError(f"at={at!r} names an empty nn.Sequential: nothing to attend to.")
-        last = list(module._modules)[-1]
-        module, path = module[-1], f"{path}.{last}"
-    if isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+def _attach(stage: nn.Module, at: str, block: nn.Module) -> str:
+    """Make ``stage`` multiply its output by ``block``'s map; returns how (``"sequential"`` or ``"hook"``)."""
+    if hasattr(stage, _CHILD):
+        raise ValueError(f"at={at!r}: the module {type(stage).__name__} already has an attribute {_CHILD!r}.")
+    if isinstance(stage, nn.Sequential) and type(stage).forward is nn.Sequential.forward:
+        how = "sequential"  # the Sequential runs the block as its last layer: no hook, traces and scripts anywhere
+    elif isinstance(stage, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
         raise ValueError(
-            f"at={at!r}: its output comes from a container ({type(module).__name__}) with its own forward; "
-            f"the block cannot be hooked there safely, choose another stage."
+            f"at={at!r} names a container ({type(stage).__name__}) that is not a plain nn.Sequential: the block "
+            f"cannot be applied to its output safely; choose another stage."
         )
-    if hasattr(module, _CHILD):
-        raise ValueError(f"at={at!r}: the module {type(module).__name__} already has an attribute {_CHILD!r}.")
-    return module, path
+    else:
+        how = "hook"
+        stage.register_forward_hook(_attend_output)
+    stage.add_module(_CHILD, block)
+    stage.register_state_dict_post_hook(_hide_block_state)
+    stage.register_load_state_dict_pre_hook(_keep_block_state)
+    return how
 
 
 def _attend_output(module: nn.Module, inputs: Tuple[torch.Tensor], output: torch.Tensor) -> torch.Tensor:
@@ -99,7 +100,7 @@ def _attend_output(module: nn.Module, inputs: Tuple[torch.Tensor], output: torch
 
 
 def _hide_block_state(module: nn.Module, state_dict: Any, prefix: str, local_metadata: Any) -> None:
-    """State-dict post-hook of the hooked module: its ``gsa.*`` entries duplicate the wrapper's ``gsa.*``."""
+    """State-dict post-hook of the gated stage: its ``gsa.*`` entries duplicate the wrapper's ``gsa.*``."""
     for key in [k for k in state_dict if k.startswith(prefix + _CHILD + ".")]:
         del state_dict[key]
     metadata = getattr(state_dict, "_metadata", None)
@@ -111,7 +112,7 @@ def _keep_block_state(
     module: nn.Module, state_dict: Any, prefix: str, local_metadata: Any, strict: bool, missing_keys: Any,
     unexpected_keys: Any, error_msgs: Any,
 ) -> None:
-    """Load pre-hook of the hooked module: absent ``gsa.*`` entries keep the block's current values (the
+    """Load pre-hook of the gated stage: absent ``gsa.*`` entries keep the block's current values (the
     wrapper-level ``gsa.*`` entries, loaded too, are the ones that count)."""
     for name, tensor in module.gsa.state_dict().items():
         state_dict.setdefault(prefix + _CHILD + "." + name, tensor)
@@ -133,13 +134,17 @@ class GlobalSpatialAttentionNet(nn.Module):
     ``net.features.denseblock4`` (DenseNet121; not ``features.norm5``, where the in-place ReLU after it breaks
     Grad-CAM's backward hooks), ``net.refine`` (DCAT), or ``net.<cam_layer>`` of a given network that has one.
 
-    At a stage the map is applied by a forward hook set here, on the module that produces the stage's output:
-    the stage itself or, for a plain ``nn.Sequential`` stage, its last layer (so the Sequential does not run
-    the block as one more layer); :attr:`hooked_layer` names it. The block is also registered as a child
-    ``gsa`` of that module, because TorchScript scripts a hook that reads ``module.gsa`` (not one that closes
-    over it); state-dict hooks hide that duplicate, so the eager state dict holds the block once, under
-    ``gsa.*``. A scripted model, which keeps the forward hook but not the state-dict hooks, also lists
-    ``<hooked_layer>.gsa.*`` (the same tensors). The wrapper scripts and traces in both placements.
+    At a stage, the block is registered a second time, as a child ``gsa`` of the stage (the same object, so
+    ``model.net.<at>.gsa is model.gsa``). A plain ``nn.Sequential`` stage (every stage of the named networks)
+    then runs it as its last layer; any other module gets a forward hook, set here, that returns
+    ``module.gsa(output)`` (TorchScript scripts a hook that reads ``module.gsa``, not one that closes over the
+    block). State-dict hooks hide the duplicate, so the eager state dict holds the block once, under ``gsa.*``,
+    and the same keys whatever ``at`` is; a scripted model, which does not keep those hooks, also lists
+    ``net.<at>.gsa.*`` (the same tensors; such a state dict still loads into the eager model). A ``nn.Sequential``
+    stage gains one item (``len(model.net.<at>)`` grows by 1, its last item is the block). The model scripts
+    and traces at the input and at the stages of the named networks; with a hook, tracing fails when a module
+    above the stage has ``@torch.jit.export`` methods (TorchScript then compiles the hook without the stage's
+    ``forward``), scripting works.
 
     Args:
         net: an ``nn.Module`` classifier of 2D images, or a name: ``"densenet121"`` (MONAI ``DenseNet121``),
@@ -161,7 +166,8 @@ class GlobalSpatialAttentionNet(nn.Module):
         stages: typical values of ``at`` for this ``net`` (DenseNet121 ``features.denseblock1..4``, ResNets
             ``layer1..4``, SEResNet50 ``layer0..4``, DCAT the tapped stages of both branches).
         cam_layer: Grad-CAM layer name (None for a given network of unknown family without ``cam_layer``).
-        hooked_layer: the submodule that carries the hook (None at the input).
+        applied_by: ``"input"``, ``"sequential"`` (last layer of the ``net.<at>`` Sequential) or ``"hook"``
+            (forward hook on ``net.<at>``).
 
     Raises:
         ValueError: an unknown network name (the message lists the valid names), ``net`` neither a name nor a
@@ -222,8 +228,8 @@ class GlobalSpatialAttentionNet(nn.Module):
         self.at = at
         self.at_input = at == "input"
         self.stages, cam = _stages_and_cam_layer(self.net)
-        self.cam_layer: Optional[str] = None if cam is None else f"net.{cam}"
-        self.hooked_layer: Optional[str] = None
+        self.cam_layer = None if cam is None else f"net.{cam}"
+        self.applied_by = "input"
         if not self.at_input:
             modules = dict(self.net.named_modules())
             if at not in modules or at == "":
@@ -231,14 +237,8 @@ class GlobalSpatialAttentionNet(nn.Module):
                     f"at={at!r} is neither 'input' nor a submodule of {self.net_name}: use 'input' or a stage, "
                     f"one of {', '.join(self.stages)}."
                 )
-            target, path = _output_module(modules[at], at)
-            setattr(target, _CHILD, self.gsa)
-            target.register_forward_hook(_attend_output)
-            target.register_state_dict_post_hook(_hide_block_state)
-            target.register_load_state_dict_pre_hook(_keep_block_state)
-            self.hooked_layer = f"net.{at}{path}"
+            self.applied_by = _attach(modules[at], at, self.gsa)
 
-    @torch.jit.export
     def get_map(self, size: Optional[List[int]] = None) -> torch.Tensor:
         """The learned map, ``(1, 1, H, W)`` in [0, 1] (at ``map_size`` when ``size`` is None)."""
         return self.gsa.get_map(size)
