@@ -13,7 +13,8 @@ from medfuse.networks.losses import GlobalSpatialAttentionLoss as FromLosses
 
 
 def tiny_model():
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3))
     return GSANet(net, map_size=(4, 4))
 
 

@@ -217,12 +217,14 @@ class GlobalSpatialAttentionNet(nn.Module):
         if not isinstance(at, str) or not at:
             raise ValueError(f"at must be 'input' or the name of a submodule of net, got {at!r}.")
 
+        self.net_name = net if isinstance(net, str) else type(net).__name__
         # the block first: named_parameters() and the state dict then name its tensors gsa.*
         self.gsa = GlobalSpatialAttention(
             spatial_dims=2, map_size=map_size, mode=mode, basis=basis, init_logit=init_logit
         )
-        self.net = _build(net, int(in_channels), int(num_classes), dict(net_kwargs or {})) if isinstance(net, str) else net
-        self.net_name = net if isinstance(net, str) else type(net).__name__
+        if isinstance(net, str):
+            net = _build(net, int(in_channels), int(num_classes), dict(net_kwargs or {}))
+        self.net = net
         self.in_channels = int(in_channels)
         self.num_classes = int(num_classes)
         self.at = at

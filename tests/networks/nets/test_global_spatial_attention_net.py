@@ -5,6 +5,8 @@ TorchScript and tracing."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -14,6 +16,11 @@ from monai.visualize import GradCAM
 
 from medfuse.networks import GlobalSpatialAttention, GlobalSpatialAttentionNet, GSANet
 from medfuse.networks.nets import global_spatial_attention_net as gsa_net
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+]
 
 TINY_DCAT = {"backbones": ("efficientnet-b0", "resnet10"), "hidden_size": 32, "num_heads": 4}
 
@@ -84,7 +91,8 @@ def test_alias_and_defaults():
     model = GSANet()
     assert model.net_name == "resnet18" and model.at == "input" and model.gsa.map_size == (16, 16)
     assert model.net.conv1.stride == (2, 2) and model.net.conv1.in_channels == 1 and model.net.fc.out_features == 2
-    torch.testing.assert_close(model.get_map([4, 4]).detach(), torch.full((1, 1, 4, 4), torch.sigmoid(torch.tensor(3.0))))
+    expected = torch.full((1, 1, 4, 4), torch.sigmoid(torch.tensor(3.0)))
+    torch.testing.assert_close(model.get_map([4, 4]).detach(), expected)
 
 
 def test_stage_map_multiplies_the_stage_output():
@@ -130,7 +138,9 @@ def test_image_basis_and_given_module():
 
 def test_forward_hook_on_a_module_that_is_not_a_sequential(tmp_path):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3))
+    plain_keys = list(net.state_dict())
     model = GSANet(net, at="0", map_size=(4, 4)).eval()
     assert model.applied_by == "hook" and model.net[0].gsa is model.gsa and len(model.net) == 5
     with torch.no_grad():
@@ -138,7 +148,7 @@ def test_forward_hook_on_a_module_that_is_not_a_sequential(tmp_path):
     x = torch.randn(2, 1, 12, 10)
     expected = net[2:](torch.relu(net[0].forward(x) * model.get_map([12, 10])))  # .forward: without the hook
     torch.testing.assert_close(model(x), expected)
-    assert list(model.state_dict()) == ["gsa.z"] + [f"net.{k}" for k in nn.Sequential(*net).state_dict() if "gsa" not in k]
+    assert list(model.state_dict()) == ["gsa.z"] + [f"net.{k}" for k in plain_keys]
     torch.testing.assert_close(round_trip(torch.jit.script(model), tmp_path, "s")(x), expected)
     torch.testing.assert_close(round_trip(torch.jit.trace(model, x), tmp_path, "t")(x), expected)
     with pytest.raises(ValueError, match=r"expects \(B, C, H, W\) input, got shape \[2, 4\]"):
@@ -154,6 +164,10 @@ def test_state_dict_round_trip_at_stage():
     assert not other.load_state_dict(model.state_dict()).missing_keys
     torch.testing.assert_close(other.gsa.z, model.gsa.z)
     torch.testing.assert_close(other(x), model(x))
+    # a deep copy keeps one block, shared by the wrapper and the stage
+    copied = copy.deepcopy(model)
+    assert copied.net.layer2.gsa is copied.gsa and copied.gsa is not model.gsa
+    torch.testing.assert_close(copied(x), model(x))
     # an input-placed model has the same keys: checkpoints move between placements
     assert list(build("resnet18", map_size=(4, 4)).state_dict()) == list(model.state_dict())
 
@@ -167,7 +181,8 @@ def test_gradcam_on_cam_layer():
 @pytest.mark.parametrize(
     "name, at, match",
     [
-        ("resnet18", "layer5", "at='layer5' is neither 'input' nor a submodule of resnet18.*layer1, layer2, layer3, layer4"),
+        ("resnet18", "layer5", "at='layer5' is neither 'input' nor a submodule of resnet18.*layer1, layer2, layer3, "
+                               "layer4"),
         ("densenet121", "denseblock2", "'denseblock2'.*features.denseblock1, features.denseblock2"),
         ("seresnet50", "layer9", "layer0, layer1, layer2, layer3, layer4"),
         ("resnet18", "", "at must be 'input' or the name of a submodule of net, got ''"),
@@ -188,7 +203,7 @@ def test_bad_at_lists_stages(name, at, match):
         (("resnet18",), {"num_classes": 0}, "num_classes must be a positive integer, got 0"),
         (("resnet18",), {"in_channels": True}, "in_channels must be a positive integer, got True"),
         (("resnet18",), {"net_kwargs": ["x"]}, "net_kwargs must be a mapping or None, got list"),
-        ((nn.Conv2d(1, 1, 1),), {"net_kwargs": {"bias": False}}, r"only applies to a network given by name; got \{'bias'"),
+        ((nn.Conv2d(1, 1, 1),), {"net_kwargs": {"bias": False}}, r"only applies to a network given by name; got \{'b"),
         (("resnet18",), {"net_kwargs": {"num_classes": 5}}, r"must not set \['num_classes'\]"),
         (("dual_cross_attention",), {"net_kwargs": {"in_channels": 3}}, r"must not set \['in_channels'\]"),
         (("resnet18",), {"mode": "pca"}, "got 'pca'"),
