@@ -11,7 +11,10 @@ from .blocks import (
     CrossAttentionLayer,
     MultiScaleCrossAttentionFusion,
 )
+from .blocks import GlobalSpatialAttention
+from .nets import GSANet, GlobalSpatialAttentionNet
 from .losses import MultiOutputLoss
+from .losses import GlobalSpatialAttentionLoss
 from .nets import DCAT, DCATNet, DualCrossAttentionNet, MultiOutputUnet, MultiOutputUNet
 from .nets import DualAttNet, DualAttNetDetector
 from .uncertainty import (
@@ -33,6 +36,10 @@ __all__ = [
     "DCAT",
     "DCATNet",
     "DualCrossAttentionNet",
+    "GSANet",
+    "GlobalSpatialAttention",
+    "GlobalSpatialAttentionLoss",
+    "GlobalSpatialAttentionNet",
     "MCDropoutResult",
     "MultiScaleCrossAttentionFusion",
     "MultiOutputLoss",

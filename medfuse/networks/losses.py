@@ -1,6 +1,6 @@
 # Copyright (c) medfuse contributors
 # Licensed under the Apache License, Version 2.0
-"""Losses for networks with several outputs.
+"""Losses for networks with several outputs, and for global spatial attention.
 
 :class:`MultiOutputLoss` trains :class:`~medfuse.networks.nets.MultiOutputUNet`: Dice + cross-entropy on the
 segmentation (MONAI ``DiceCELoss``) plus weighted cross-entropy on the diagnosis, each term computed only on the
@@ -18,7 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
+from medfuse.networks.blocks.global_spatial_attention import GlobalSpatialAttention
+
 __all__ = ["MultiOutputLoss", "MISSING_LABEL"]
+__all__ += ["GlobalSpatialAttentionLoss"]
 
 #: Class label meaning "this item has no diagnosis label".
 MISSING_LABEL = -1
@@ -386,4 +389,88 @@ class DIFMLoss(nn.Module):
             "boundary": float(boundary.detach()),
             "total": float(total.detach()),
         }
+        return total
+
+
+class GlobalSpatialAttentionLoss(nn.Module):
+    """Task loss plus the regularisation of a global spatial attention map (method 5, Xu et al., arXiv 2007.15897):
+    ``base(logits, target) + reg_weight * gsa.regularization(target_fraction, entropy_weight)``.
+
+    The regularisation (see :meth:`~medfuse.networks.blocks.GlobalSpatialAttention.regularization`) pulls the mean
+    of the shared map ``M`` towards ``target_fraction`` (so that it cannot stay all ones, which is no attention)
+    and, with ``entropy_weight``, pushes each position towards important (1) or unimportant (0).
+
+    ``gsa`` is only referenced, not registered as a submodule: the loss owns no parameters (only ``base``'s
+    buffers, e.g. class weights), and moving or saving the loss never touches the network.
+
+    After each call, :attr:`last` holds the detached parts as floats: ``base``, ``reg`` (the unweighted
+    regularisation) and ``map_mean`` (the mean of ``M`` at the block's ``map_size``).
+
+    Args:
+        gsa: a :class:`~medfuse.networks.blocks.GlobalSpatialAttention`, or a network that has one as ``.gsa``
+            (:class:`~medfuse.networks.nets.GlobalSpatialAttentionNet`).
+        base: the task loss, called as ``base(logits, target)``. Defaults to None: ``torch.nn.CrossEntropyLoss()``.
+        reg_weight: weight of the regularisation, >= 0 (0 gives ``base`` alone). Defaults to 0.1.
+        target_fraction: wanted mean of the map, in [0, 1]. Defaults to 0.5.
+        entropy_weight: weight of the mean binary entropy inside the regularisation, >= 0. Defaults to 0.01.
+
+    Raises:
+        ValueError: ``gsa`` that is neither the block nor has it as ``.gsa``, a ``base`` that is not callable, or a
+            weight / fraction out of range (the message carries the value).
+
+    Examples::
+
+        >>> model = GlobalSpatialAttentionNet("resnet18", in_channels=1, num_classes=2)
+        >>> loss_fn = GlobalSpatialAttentionLoss(model, reg_weight=0.1, target_fraction=0.5)
+        >>> loss = loss_fn(model(images), labels)
+        >>> loss_fn.last  # {"base": ..., "reg": ..., "map_mean": ...}
+    """
+
+    def __init__(
+        self,
+        gsa: nn.Module,
+        base: Optional[Any] = None,
+        reg_weight: float = 0.1,
+        target_fraction: float = 0.5,
+        entropy_weight: float = 0.01,
+    ) -> None:
+        super().__init__()
+        block = gsa if isinstance(gsa, GlobalSpatialAttention) else getattr(gsa, "gsa", None)
+        if not isinstance(block, GlobalSpatialAttention):
+            raise ValueError(
+                f"gsa must be a GlobalSpatialAttention block or a network with one as .gsa, got {type(gsa).__name__}."
+            )
+        if base is not None and not callable(base):
+            raise ValueError(f"base must be a callable loss base(logits, target), got {type(base).__name__}.")
+        if not float(reg_weight) >= 0.0:
+            raise ValueError(f"reg_weight must be >= 0, got {reg_weight}.")
+        if not 0.0 <= float(target_fraction) <= 1.0:
+            raise ValueError(f"target_fraction must be in [0, 1], got {target_fraction}.")
+        if not float(entropy_weight) >= 0.0:
+            raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}.")
+        self.__dict__["_block"] = block  # a reference, not a submodule
+        self.base = nn.CrossEntropyLoss() if base is None else base
+        self.reg_weight = float(reg_weight)
+        self.target_fraction = float(target_fraction)
+        self.entropy_weight = float(entropy_weight)
+        self.last: dict[str, float] = {}
+
+    @property
+    def gsa(self) -> nn.Module:
+        """The regularised :class:`~medfuse.networks.blocks.GlobalSpatialAttention` block."""
+        return self.__dict__["_block"]
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss, a scalar tensor (for a ``base`` that returns one).
+
+        Args:
+            logits: the network output, e.g. ``(B, num_classes)``.
+            target: what ``base`` expects, e.g. class indices ``(B,)`` for cross-entropy.
+        """
+        base_value = self.base(logits, target)
+        reg = self.gsa.regularization(self.target_fraction, self.entropy_weight)
+        total = base_value + self.reg_weight * reg if self.reg_weight > 0 else base_value
+        with torch.no_grad():
+            map_mean = self.gsa.get_map().mean()
+        self.last = {"base": float(base_value.detach()), "reg": float(reg.detach()), "map_mean": float(map_mean)}
         return total

@@ -8,21 +8,25 @@ from .cross_attention_fusion import (
     CrossAttentionLayer,
     MultiScaleCrossAttentionFusion,
     sincos_position_embedding_2d,
+    sincos_position_embedding_coords,
 )
+from .difm import ChannelMeanGate, DualInteractiveFusion
 from .dualattnet_heads import DualAttentionHead, ImageLevelAttention, fine_grained_disease_attention
+from .global_spatial_attention import GlobalSpatialAttention
 
 __all__ = [
     "BidirectionalCrossAttentionFusion",
     "CBAM",
     "CBAMChannelAttention",
     "CBAMSpatialAttention",
+    "ChannelMeanGate",
     "CrossAttentionLayer",
+    "DualAttentionHead",
+    "DualInteractiveFusion",
+    "GlobalSpatialAttention",
+    "ImageLevelAttention",
     "MultiScaleCrossAttentionFusion",
+    "fine_grained_disease_attention",
     "sincos_position_embedding_2d",
-    "DualAttentionHead", "ImageLevelAttention", "fine_grained_disease_attention",
+    "sincos_position_embedding_coords",
 ]
-
-from .cross_attention_fusion import sincos_position_embedding_coords  # noqa: E402
-from .difm import ChannelMeanGate, DualInteractiveFusion  # noqa: E402
-
-__all__ += ["ChannelMeanGate", "DualInteractiveFusion", "sincos_position_embedding_coords"]

@@ -6,6 +6,7 @@ from .difm_unet import DIFMUnet, DIFMUNet
 from .dual_cross_attention import DCAT, DCATNet, DualCrossAttentionNet
 from .dualattnet import DualAttentionNet, DualAttNet, DualAttNetDetector
 from .multi_output_unet import MultiOutputUnet, MultiOutputUNet
+from .global_spatial_attention_net import GSANet, GlobalSpatialAttentionNet
 
 __all__ = [
     "DCAT",
@@ -16,6 +17,8 @@ __all__ = [
     "DualAttNetDetector",
     "DualAttentionNet",
     "DualCrossAttentionNet",
+    "GSANet",
+    "GlobalSpatialAttentionNet",
     "MultiOutputUNet",
     "MultiOutputUnet",
 ]
