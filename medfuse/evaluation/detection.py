@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["detection_metrics", "froc", "FROC_FP_RATES"]
+__all__ = ["detection_metrics", "froc", "detection_section", "FROC_FP_RATES"]
 
 #: False positives per image at which :func:`froc` reports sensitivity (the LUNA16 / VinDr-style points).
 FROC_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -246,3 +246,34 @@ def froc(
             "score": [float(v) for v in s[last]],
         },
     }
+
+
+def detection_section(results: dict) -> str:
+    """HTML of the report's Detection section: mAP (IoU 0.50:0.95), AP per IoU, mAR and true boxes, overall and per
+    class, the image-level AUC and, when ``results["froc"]`` is there, FROC sensitivities."""
+    from html import escape
+
+    def f(v: Any) -> str:
+        return "n/a" if v is None else f"{float(v):.4f}"
+
+    ious = sorted((results.get("ap_iou") or {}).keys())
+    head = ["", "mAP@[0.50:0.95]"] + [f"AP@{t}" for t in ious] + ["mAR", "true boxes"]
+    rows = [["all (macro)", f(results.get("map"))] + [f(results["ap_iou"][t]) for t in ious]
+            + [f(results.get("mar")), str(results.get("n_gt", ""))]]
+    for name, pc in (results.get("per_class") or {}).items():
+        rows.append([escape(str(name)), f(pc.get("map"))] + [f((pc.get("ap_iou") or {}).get(t)) for t in ious]
+                    + [f(pc.get("mar")), str(pc.get("n_gt", ""))])
+    table = ("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"
+             + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+    text = (f"<h2>Detection</h2><p class='muted'>{escape(str(results.get('n_images', '')))} images, "
+            f"{escape(str(results.get('n_pred', '')))} predicted boxes; AP is COCO's 101-point interpolation "
+            f"(MONAI COCOMetric), at most {escape(str(results.get('max_detections', '')))} boxes per image. "
+            f"Image-level AUC (macro): {f(results.get('image_auc'))}.</p>" + table)
+    fr = results.get("froc")
+    if fr:
+        cells = "".join(f"<td>{f(s)}</td>" for s in fr.get("sensitivity") or [])
+        rates = "".join(f"<th>{escape(str(r))}</th>" for r in fr.get("fp_rates") or [])
+        text += (f"<p>FROC (IoU {escape(str(fr.get('iou_threshold')))}): mean sensitivity "
+                 f"{f(fr.get('mean_sensitivity'))}.</p><table><tr><th>false positives / image</th>{rates}</tr>"
+                 f"<tr><td>sensitivity</td>{cells}</tr></table>")
+    return text

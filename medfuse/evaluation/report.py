@@ -236,6 +236,7 @@ def evaluate_predictions(
     figures: bool = True,
     html: bool = True,
     segmentation: str | os.PathLike | Mapping | None = None,
+    detection: str | os.PathLike | Mapping | None = None,
 ) -> dict:
     """Evaluate ``predictions_csv`` and write the report folder.
 
@@ -266,6 +267,10 @@ def evaluate_predictions(
             dictionary: ``per_class`` Dice / IoU / HD95 summaries as
             :func:`~medfuse.evaluation.segmentation.segmentation_metrics` gives them, optionally
             ``cam_inside_lungs``), added to ``metrics.json`` and shown in the report.
+        detection: detection results of the same run (a ``detection_metrics.json`` path or its dictionary, as
+            :func:`~medfuse.evaluation.detection.detection_metrics` gives them, optionally with ``froc``), added to
+            ``metrics.json["detection"]`` and shown as a Detection section
+            (:func:`~medfuse.evaluation.detection.detection_section`).
 
     Returns:
         the metrics dictionary, as written to ``metrics.json``.
@@ -452,6 +457,12 @@ def evaluate_predictions(
             raise DataError(f"{segmentation}: segmentation results not found or unreadable; evaluate the segmentation "
                             "first (the bundle's evaluator writes segmentation_metrics.json) or leave it out")
         metrics["segmentation"] = {k: v for k, v in seg.items() if k != "per_case"}
+    if detection is not None:
+        det = detection if isinstance(detection, Mapping) else _load_json(detection)
+        if det is None:
+            raise DataError(f"{detection}: detection results not found or unreadable; evaluate the detector first "
+                            "(the bundle's evaluator writes detection_metrics.json) or leave it out")
+        metrics["detection"] = dict(det)
     if html:
         from medfuse.evaluation.html import write_html
 
@@ -463,6 +474,11 @@ def evaluate_predictions(
             training = _load_json(Path(info["run_dir"]) / "config.json")
         write_html(out / "index.html", metrics, config=cfg, run_info=info, data=data,
                    title=title or f"Evaluation of {predictions_csv.name}", training=training)
+        if "detection" in metrics:
+            from medfuse.evaluation.detection import detection_section
+
+            page = (out / "index.html").read_text(encoding="utf-8")
+            atomic_write_text(out / "index.html", page.replace("</body>", detection_section(metrics["detection"]) + "</body>", 1))
         metrics["files"]["html"] = "index.html"
     atomic_write_json(out / "metrics.json", _json_clean(metrics))
     if verbose:
