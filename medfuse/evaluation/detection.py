@@ -207,7 +207,7 @@ def froc(
         if len(gb[i]) != len(gc[i]):
             raise ValueError(f"image {i}: {len(gb[i])} true boxes but {len(gc[i])} classes")
         order = np.argsort(-ps[i], kind="stable")
-        iou = _iou_matrix(pb[i][order], gb[i]) if len(gb[i]) and len(order) else np.zeros((len(order), 0))
+        iou = _iou_matrix(pb[i][order], gb[i]) if len(gb[i]) and len(order) else np.zeros((len(order), len(gb[i])))
         iou = np.where(pc[i][order][:, None] == gc[i][None, :], iou, -1.0)  # same class only
         taken = np.zeros(len(gb[i]), dtype=bool)
         for row, j in enumerate(order):
