@@ -14,3 +14,11 @@ def demo_data(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bundle_demo") / "data"
     return make_demo_data(out, n_cxr=24, n_oct=24, image_size=64, seed=0, dicom=True)
+
+
+@pytest.fixture(scope="session")
+def det_data(tmp_path_factory):
+    """Manifest of a tiny synthetic detection demo (24 images of 64 px, classes opacity / nodule)."""
+    from medfuse.data.demo_detection import make_demo_detection
+
+    return make_demo_detection(tmp_path_factory.mktemp("det_demo"), n=24, image_size=64)

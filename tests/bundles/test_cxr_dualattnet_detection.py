@@ -26,13 +26,6 @@ CLASSES = ["opacity", "nodule"]
 ARCHITECTURE = ("image_size", "backbone", "fpn_channels", "base_anchor_shapes", "attention")
 
 
-@pytest.fixture(scope="session")
-def det_data(tmp_path_factory):
-    from medfuse.data.demo_detection import make_demo_detection
-
-    return make_demo_detection(tmp_path_factory.mktemp("det_demo"), n=24, image_size=64)
-
-
 def tiny_overrides(manifest, output_dir) -> dict:
     return {
         "manifest": str(manifest),

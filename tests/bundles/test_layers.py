@@ -21,7 +21,7 @@ from medfuse.workflows.bundle import (
 )
 from tests.bundles.helpers import BUNDLES, configs, layered, tiny_overrides
 
-LAYERED = ["oct_dual_cross_attention", "cxr_multi_output_unet"]
+LAYERED = ["oct_dual_cross_attention", "cxr_multi_output_unet", "cxr_dualattnet_detection"]
 BRACES = ("", "{", "}", "[", "]", "},", "],")
 
 
@@ -67,13 +67,15 @@ def test_compose_layers_merges_like_monai(tmp_path):
 
 
 @pytest.mark.parametrize("bundle", LAYERED)
-def test_own_files_alone_equal_all_layers(bundle, demo_data, tmp_path):
+def test_own_files_alone_equal_all_layers(bundle, demo_data, tmp_path, request):
     """`--config_file bundles/<b>/configs/train.json` (the README command) runs the same config as the layers."""
+    manifests = {"oct_dual_cross_attention": demo_data["oct"], "cxr_dualattnet_detection": None}
+    manifest = manifests.get(bundle, demo_data["cxr"]) or request.getfixturevalue("det_data")
     results = []
     for mode, files in (("alone", [str(configs(bundle) / "train.json")]), ("layered", layered(configs(bundle) / "train.json"))):
         wf = ConfigWorkflow(config_file=files if len(files) > 1 else files[0], workflow_type="train", logging_file=False,
                             meta_file=str(configs(bundle) / "metadata.json"), run_name=mode,
-                            **tiny_overrides(demo_data["cxr" if bundle != "oct_dual_cross_attention" else "oct"], tmp_path))
+                            **tiny_overrides(manifest, tmp_path))
         wf.initialize()
         assert not wf.check_properties()
         config = wf.parser.get()
