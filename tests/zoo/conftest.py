@@ -32,8 +32,12 @@ def zoo_demo_data(tmp_path_factory):
     """``{"cxr": manifest, "oct": manifest, ...}`` of a tiny synthetic data set (64 px, some DICOM)."""
     from medfuse.data.demo import make_demo_data
 
+    from medfuse.data.demo_detection import make_demo_detection
+
     out = tmp_path_factory.mktemp("zoo_demo") / "data"
-    return make_demo_data(out, n_cxr=24, n_oct=24, image_size=64, seed=0, dicom=True)
+    manifests = make_demo_data(out, n_cxr=24, n_oct=24, image_size=64, seed=0, dicom=True)
+    manifests["cxr_detection"] = make_demo_detection(out, n=24, image_size=64)  # the detection bundle's default name
+    return manifests
 
 
 @pytest.fixture(scope="session")
