@@ -46,3 +46,10 @@ def test_froc_iou_threshold():
     assert empty["sensitivity"] == [None] * 7 and empty["mean_sensitivity"] is None
     with pytest.raises(ValueError, match="one entry per image"):
         froc(pred, [], [], gt, [])
+
+
+def test_image_with_true_boxes_and_no_detection():
+    """An image whose true boxes got no detection counts its misses (it used to crash on the IoU shape)."""
+    r = froc([[[0, 0, 10, 10]], []], [[0], []], [[0.9], []], [[[0, 0, 10, 10]], [[5, 5, 9, 9], [1, 1, 3, 3]]],
+             [[0], [1, 0]], fp_rates=(1.0,))
+    assert r["n_gt"] == 3 and r["sensitivity"] == [pytest.approx(1 / 3)]

@@ -160,3 +160,26 @@ def test_input_errors_name_file_column_and_row(tmp_path):
     other = _write(tmp_path / "ml.csv", ["label_a", "label_b", "prob_a", "prob_b"], [[1, 0, 0.5, 0.5]])
     with pytest.raises(DataError, match="cannot calibrate"):
         evaluate_predictions(good, tmp_path / "y", verbose=False, validation_csv=other)
+
+
+def test_detection_results_join_the_report(tmp_path):
+    """evaluate_predictions(detection=...) adds metrics.json['detection'] and a Detection section."""
+    import json as _json
+
+    from medfuse.evaluation import evaluate_predictions
+    from medfuse.evaluation.detection import detection_metrics, froc
+
+    rng = np.random.default_rng(0)
+    rows = ["image,label_opacity,label_nodule,prob_opacity,prob_nodule"]
+    for i in range(12):
+        a, b = i % 2, (i // 2) % 2
+        rows.append(f"img{i}.png,{a},{b},{0.3 + 0.4 * a + 0.1 * rng.random():.3f},{0.3 + 0.4 * b + 0.1 * rng.random():.3f}")
+    (tmp_path / "predictions.csv").write_text("\n".join(rows) + "\n")
+    args = ([[[0, 0, 10, 10]]], [[0]], [[0.9]], [[[0, 0, 10, 11]]], [[0]])
+    det = detection_metrics(*args, classes=["opacity", "nodule"], iou_thresholds=(0.4, 0.5))
+    det["froc"] = froc(*args)
+    m = evaluate_predictions(tmp_path / "predictions.csv", tmp_path, verbose=False, n_boot=0, figures=False, detection=det)
+    saved = _json.loads((tmp_path / "metrics.json").read_text())
+    assert m["detection"]["map"] == saved["detection"]["map"] == det["map"]
+    page = (tmp_path / "index.html").read_text()
+    assert "<h2>Detection</h2>" in page and "FROC (IoU 0.4)" in page and page.rstrip().endswith("</html>")
