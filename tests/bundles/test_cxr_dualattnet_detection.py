@@ -243,3 +243,29 @@ def test_torchrun_multi_gpu_config_on_cpu(det_data, tmp_path):
     rows = [json.loads(r) for r in (run / "log.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and 0 <= rows[0]["val_map"] <= 1
     assert (run / "model.pt").is_file()
+
+
+def test_inference_on_dicom_overlays_on_the_stored_grid(trained, demo_data, tmp_path):
+    """DICOM input: boxes and overlays on the stored Rows x Columns grid."""
+    import pydicom
+    from PIL import Image
+
+    src = sorted((demo_data["cxr"].parent / "cxr" / "dicom").glob("*.dcm"))[0]
+    ds = pydicom.dcmread(src)
+    arr = ds.pixel_array[:, :40].copy()  # 64 rows x 40 columns: orientation matters
+    ds.set_pixel_data(arr, photometric_interpretation=ds.PhotometricInterpretation, bits_stored=int(ds.BitsStored))
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "narrow.dcm")
+    files = [tmp_path / "in" / "narrow.dcm"]
+    run_workflow(CFG / "inference.json", "infer", run_name="tiny", input_dir=str(files[0].parent), score_thresh=0.0,
+                 inference_dir=str(tmp_path / "dcm"), **without_architecture(trained["tiny"]))
+    assert len(_rows(tmp_path / "dcm" / "predictions.csv")) == len(files)
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    from medfuse.utils.images import image_stem
+
+    overlay = Image.open(tmp_path / "dcm" / "overlays" / f"{image_stem(str(files[0]))}.png")
+    assert overlay.size == (int(ds.Columns), int(ds.Rows)) == (40, 64)
+    boxes = _rows(tmp_path / "dcm" / "boxes.csv")
+    assert boxes
+    for b in boxes:
+        assert 0 <= float(b["x2"]) <= int(ds.Columns) and 0 <= float(b["y2"]) <= int(ds.Rows)
