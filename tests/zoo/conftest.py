@@ -28,12 +28,9 @@ def schema(shared_data):
 
 
 @pytest.fixture(scope="session")
-def zoo_demo_data(tmp_path_factory):
-    """``{"cxr": manifest, "oct": manifest, ...}`` of a tiny synthetic data set (64 px, some DICOM)."""
-    from medfuse.data.demo import make_demo_data
-
-    out = tmp_path_factory.mktemp("zoo_demo") / "data"
-    return make_demo_data(out, n_cxr=24, n_oct=24, image_size=64, seed=0, dicom=True)
+def zoo_demo_data(demo_data):
+    """``{"cxr": manifest, "oct": manifest, ...}``: the session's tiny demo data (``tests/conftest.py``)."""
+    return demo_data
 
 
 @pytest.fixture(scope="session")
