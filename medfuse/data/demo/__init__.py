@@ -61,6 +61,7 @@ from medfuse.data.demo._common import (
     CXR_CLASSES,
     DEMO_GENERATOR_VERSION,
     MANIFEST_NAMES,
+    OPTIONAL_MANIFEST_NAMES,
     OCT_CLASSES,
     STAMP_NAME,
     _png_bytes,
@@ -89,6 +90,7 @@ __all__ = [
     "gaussian_blur",
     "make_demo_data",
     "read_demo_stamp",
+    "OPTIONAL_MANIFEST_NAMES",
     "demo_data_is_current",
 ]
 
@@ -172,14 +174,18 @@ def demo_data_is_current(out_dir: str | os.PathLike, **parameters: Any) -> bool:
     """
     defaults = dict(n_cxr=96, n_oct=80, image_size=128, seed=0, dicom=True, n_cxr_patients=None,
                     n_oct_patients=None, dicom_fraction=0.5)
+    extra = {k: int(parameters.pop(k)) for k in ("n_volumes", "n_detection") if k in parameters}
     unknown = set(parameters) - set(defaults)
     if unknown:
-        raise TypeError(f"unknown demo data parameters {sorted(unknown)}; use {sorted(defaults)}")
+        raise TypeError(f"unknown demo data parameters {sorted(unknown)}; use {sorted(defaults) + ['n_detection', 'n_volumes']}")
     defaults.update(parameters)
     stamp = read_demo_stamp(out_dir)
     if not stamp or not stamp.get("complete") or stamp.get("generator_version") != DEMO_GENERATOR_VERSION:
         return False
-    if stamp.get("parameters") != _parameters(**defaults):
+    expected = _parameters(**defaults)
+    if any(extra.values()):
+        expected.update(n_volumes=extra.get("n_volumes", 0), n_detection=extra.get("n_detection", 0))
+    if stamp.get("parameters") != expected:
         return False
     return all((Path(out_dir) / name).is_file() for name in (stamp.get("manifests") or {}).values())
 
@@ -196,7 +202,7 @@ def _prepare_out_dir(out: Path) -> None:
         for name in _DATA_DIRS:
             if (out / name).is_dir():
                 shutil.rmtree(out / name)
-        for name in list(MANIFEST_NAMES.values()) + [STAMP_NAME]:
+        for name in list(MANIFEST_NAMES.values()) + list(OPTIONAL_MANIFEST_NAMES.values()) + [STAMP_NAME]:
             if (out / name).is_file():
                 (out / name).unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -213,6 +219,8 @@ def make_demo_data(
     n_cxr_patients: int | None = None,
     n_oct_patients: int | None = None,
     dicom_fraction: float = 0.5,
+    n_volumes: int = 0,
+    n_detection: int = 0,
 ) -> dict[str, Path]:
     """Write the synthetic demo data set and its manifests into ``out_dir``.
 
@@ -235,6 +243,11 @@ def make_demo_data(
     - ``oct/dicom/OCT####.dcm`` multi-frame Ophthalmic Tomography volumes (5 B-scans) for
       ``dicom_fraction`` of the OCT patients; ``oct_dicom_manifest.json`` (classification of
       volumes: 3-D images, not for 2-D loaders).
+    - with ``n_volumes``: ``volumes/patientNNN/patientNNN_frameXX.nii.gz`` (+ ``_gt``, ``Info.cfg``) cardiac
+      phantoms in the ACDC layout and ``vol_manifest.json`` (task ``segmentation``, classes RV / MYO / LV), made
+      by ``nifti2manifest`` (:mod:`medfuse.data.demo.volumes`).
+    - with ``n_detection``: ``cxr_detection/DET####.png`` chest phantoms with opacity / nodule boxes, a third of
+      them negative, and ``cxr_detection_manifest.json`` (task ``detection``; :mod:`medfuse.data.demo.detection`).
     - ``demo_data.json``: the parameters and manifest names (written last; see
       :func:`demo_data_is_current`).
 
@@ -253,6 +266,8 @@ def make_demo_data(
         n_cxr_patients: number of chest patients (default ``n_cxr // 2``).
         n_oct_patients: number of OCT patients (default ``n_oct // 2``).
         dicom_fraction: share of each class's patients (per split) that get DICOM files.
+        n_volumes: number of ACDC-layout cardiac phantom frames (0: none). Defaults to 0.
+        n_detection: number of chest phantoms with lesion boxes for detection (0: none). Defaults to 0.
 
     Returns:
         ``{"cxr": ..., "cxr_dicom": ..., "oct": ..., "oct_dicom": ...}``: paths of the
@@ -267,11 +282,12 @@ def make_demo_data(
     from medfuse.data.manifest import make_provenance, new_manifest, write_manifest
     from medfuse.utils.io import atomic_write_json
 
-    for name, value in (("n_cxr", n_cxr), ("n_oct", n_oct), ("seed", seed)):
+    for name, value in (("n_cxr", n_cxr), ("n_oct", n_oct), ("seed", seed), ("n_volumes", n_volumes),
+                        ("n_detection", n_detection)):
         if int(value) < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
-    if n_cxr == 0 and n_oct == 0:
-        raise ValueError("n_cxr and n_oct are both 0: nothing to generate")
+    if n_cxr == 0 and n_oct == 0 and n_volumes == 0 and n_detection == 0:
+        raise ValueError("n_cxr, n_oct, n_volumes and n_detection are all 0: nothing to generate")
     for name, value in (("n_cxr_patients", n_cxr_patients), ("n_oct_patients", n_oct_patients)):
         if value is not None and int(value) < 1:
             raise ValueError(f"{name} must be >= 1 (or None for the default), got {value}")
@@ -279,6 +295,8 @@ def make_demo_data(
         raise ValueError(f"dicom_fraction must be in (0, 1], got {dicom_fraction}")
     shape = _shape(image_size)
     params = _parameters(n_cxr, n_oct, shape, seed, dicom, n_cxr_patients, n_oct_patients, dicom_fraction)
+    if n_volumes or n_detection:  # only when asked: the default demo folder's stamp stays as it was
+        params.update(n_volumes=int(n_volumes), n_detection=int(n_detection))
     out = Path(out_dir)
     _prepare_out_dir(out)
     stamp = {"generator": __name__, "generator_version": DEMO_GENERATOR_VERSION, "medfuse_version": __version__,
@@ -366,6 +384,15 @@ def make_demo_data(
                                     note="multi-frame Ophthalmic Tomography DICOM volumes (frames, rows, columns)",
                                     **{s: vol_items[s] for s in splits})
             written["oct_dicom"] = write_manifest(manifest, out / MANIFEST_NAMES["oct_dicom"])
+
+    if n_volumes:
+        from medfuse.data.demo.volumes import make_demo_volumes
+
+        written["volumes"] = make_demo_volumes(out, int(n_volumes), seed=seed)
+    if n_detection:
+        from medfuse.data.demo.detection import make_demo_detection
+
+        written["cxr_detection"] = make_demo_detection(out, int(n_detection), seed=seed, image_size=shape[0])
 
     stamp.update(complete=True, manifests={k: p.name for k, p in written.items()})
     atomic_write_json(out / STAMP_NAME, stamp)

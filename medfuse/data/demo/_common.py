@@ -29,8 +29,13 @@ MANIFEST_NAMES = {
     "oct": "oct_manifest.json",
     "oct_dicom": "oct_dicom_manifest.json",
 }
+#: Manifests written only on request (``n_volumes``, ``n_detection``).
+OPTIONAL_MANIFEST_NAMES = {
+    "volumes": "vol_manifest.json",
+    "cxr_detection": "cxr_detection_manifest.json",
+}
 # Sub-folders owned by the generator (removed before a rebuild of a demo folder).
-_DATA_DIRS = ("cxr", "oct")
+_DATA_DIRS = ("cxr", "oct", "volumes", "cxr_detection")
 
 # Random streams: one per kind of draw, so that items never share random numbers.
 _S_CXR_PATIENT, _S_CXR_IMAGE, _S_OCT_PATIENT, _S_OCT_IMAGE, _S_LAYOUT, _S_META = range(6)

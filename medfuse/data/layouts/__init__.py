@@ -27,7 +27,9 @@ others are skipped and reported, unless ``leakage="error"``.
 
 The package holds one module per concern: :mod:`~medfuse.data.layouts.folders`,
 :mod:`~medfuse.data.layouts.pairs` and :mod:`~medfuse.data.layouts.medmnist` (the three
-converters; MedMNIST download included), :mod:`~medfuse.data.layouts.sniff` (format
+2-D converters; MedMNIST download included), :mod:`~medfuse.data.layouts.nifti` (NIfTI / ACDC / Synapse
+volumes, ``nifti2manifest``), :mod:`~medfuse.data.layouts.detection` (VinDr-CXR and COCO boxes,
+``vindr2manifest`` / ``coco2manifest``), :mod:`~medfuse.data.layouts.sniff` (format
 sniffing), :mod:`~medfuse.data.layouts.report` (:class:`ConversionReport`) and
 ``_common`` (constants, among them the one list of image extensions, and shared helpers).
 Every public name is importable from ``medfuse.data.layouts``. The argparse helpers of
@@ -49,6 +51,8 @@ from medfuse.data.layouts.medmnist import MEDMNIST_CLASSES, download_medmnist, m
 from medfuse.data.layouts.pairs import pairs_to_manifest
 from medfuse.data.layouts.report import ConversionReport
 from medfuse.data.layouts.sniff import inspect_image, is_dicom_bytes
+from medfuse.data.layouts.nifti import nifti_to_manifest  # noqa: E402  (imports report, not this package)
+from medfuse.data.layouts.detection import coco_to_manifest, vindr_to_manifest  # noqa: E402
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -66,22 +70,10 @@ __all__ = [
     "medmnist_to_manifest",
     "medmnist_url",
     "download_medmnist",
-    "fractions_type",
-    "add_common_arguments",
+    "nifti_to_manifest",
+    "vindr_to_manifest",
+    "coco_to_manifest",
 ]
-
-
-# argparse helpers, moved to medfuse.commands._common; still importable from here (loaded on
-# first access, so that medfuse.data does not import the commands)
-_COMMAND_NAMES = ("fractions_type", "add_common_arguments")
-
-
-def __getattr__(name: str):
-    if name in _COMMAND_NAMES:
-        from medfuse.commands import _common
-
-        return getattr(_common, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -17,11 +17,15 @@ from medfuse.data.layouts.report import ConversionReport
 from medfuse.data.manifest import summarize_manifest
 from medfuse.data.splits import group_indices, parse_fractions, split_items
 from medfuse.errors import DataError
+from medfuse.utils.images import DICOM_EXTENSIONS, NIFTI_EXTENSIONS, PIL_EXTENSIONS
+from medfuse.utils.images import IMAGE_EXTENSIONS as _ALL_IMAGE_EXTENSIONS
 
-#: File extensions taken as images (lower case). Files without an extension are taken when
-#: they carry the DICOM magic ``DICM`` at byte 128.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
-_PIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: File extensions the 2-D converters take as images (lower case): the folder-listing endings of
+#: :data:`medfuse.utils.images.IMAGE_EXTENSIONS` less NIfTI (volumes go through ``nifti2manifest``).
+#: Files without an extension are taken when they carry the DICOM magic ``DICM`` at byte 128.
+IMAGE_EXTENSIONS = tuple(e for e in _ALL_IMAGE_EXTENSIONS if e not in NIFTI_EXTENSIONS)
+_PIL_EXTENSIONS = tuple(e for e in IMAGE_EXTENSIONS if e in PIL_EXTENSIONS)
+_DICOM_EXTENSIONS = tuple(e for e in IMAGE_EXTENSIONS if e in DICOM_EXTENSIONS)
 #: Folder names (case-insensitive) taken as split folders -> manifest split.
 SPLIT_FOLDERS = {
     "train": "training",

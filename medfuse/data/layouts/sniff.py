@@ -12,7 +12,7 @@ import io
 import os
 from pathlib import Path
 
-from medfuse.data.layouts._common import _PIL_EXTENSIONS
+from medfuse.data.layouts._common import _DICOM_EXTENSIONS, _PIL_EXTENSIONS
 
 __all__ = ["is_dicom_bytes", "inspect_image"]
 
@@ -28,7 +28,7 @@ def _image_kind(path: Path) -> str | None:
     ext = path.suffix.lower()
     if ext in _PIL_EXTENSIONS:
         return "pil"
-    if ext == ".dcm":
+    if ext in _DICOM_EXTENSIONS:
         return "dicom"
     if ext == "":
         try:

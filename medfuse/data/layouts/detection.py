@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from medfuse.data.layouts import ConversionReport
+from medfuse.data.layouts.report import ConversionReport
 from medfuse.data.manifest import make_provenance, new_manifest, summarize_manifest
 from medfuse.data.splits import group_indices, parse_fractions, split_items
 from medfuse.errors import DataError

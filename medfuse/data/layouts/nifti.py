@@ -47,7 +47,7 @@ from medfuse.data.splits import carve_validation, parse_fractions, split_items
 from medfuse.errors import DataError
 
 if TYPE_CHECKING:  # layouts re-exports this module: import it lazily at run time
-    from medfuse.data.layouts import ConversionReport
+    from medfuse.data.layouts.report import ConversionReport
 
 __all__ = [
     "NIFTI_LAYOUTS",
@@ -483,7 +483,7 @@ def nifti_to_manifest(
     Raises:
         DataError: a missing folder, no usable volume, bad options, label values outside the map.
     """
-    from medfuse.data.layouts import ConversionReport
+    from medfuse.data.layouts.report import ConversionReport
 
     if layout not in NIFTI_LAYOUTS:
         raise DataError(f"--layout {layout!r}: use one of {', '.join(NIFTI_LAYOUTS)}")
