@@ -233,7 +233,8 @@ def test_segmentation_evaluator_writes_per_class_per_case(tmp_path):
     ev = SegmentationEvaluator(tmp_path, class_names=["background", "left", "right"])
     ev.collect(_engine(items))
     result = ev.write()
-    assert result["n_cases"] == 2 and result["skipped_without_mask"] == 1 and list(result["per_class"]) == ["left", "right"]
+    assert result["n_cases"] == 2 and result["skipped_without_mask"] == 1
+    assert list(result["per_class"]) == ["left", "right"]
     assert result["per_class"]["right"]["dice"]["mean"] == pytest.approx((1 + 2 * 8 / (8 + 16)) / 2)
     assert json.loads((tmp_path / "segmentation_metrics.json").read_text())["n_cases"] == 2
     with open(tmp_path / "segmentation_per_case.csv") as f:
