@@ -112,7 +112,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from medfuse.data.demo_detection import make_demo_detection
+    from medfuse.data.demo.detection import make_demo_detection
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     with tempfile.TemporaryDirectory() as tmp:

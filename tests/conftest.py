@@ -1,6 +1,6 @@
 # Copyright (c) medfuse contributors
 # Licensed under the Apache License, Version 2.0
-"""Shared fixtures: the real-data folder (skipped with a reason when absent), thread limits."""
+"""Shared fixtures: the real-data folder (skipped with a reason when absent), the tiny demo data, thread limits."""
 
 from __future__ import annotations
 
@@ -29,3 +29,15 @@ def require(path):
     if not os.path.exists(path):
         pytest.skip(f"real data file missing: {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """Manifests of a tiny demo data set (64 px; PNG and a few CXR DICOM files): ``{"cxr": Path, ...}``.
+
+    Made once per session and shared by every test folder; tests must not write into it.
+    """
+    from medfuse.data.demo import make_demo_data
+
+    out = tmp_path_factory.mktemp("demo") / "data"
+    return make_demo_data(out, n_cxr=24, n_oct=24, image_size=64, seed=0, dicom=True)

@@ -3,7 +3,7 @@
 """``medfuse coco2manifest JSON IMAGES --out M.json``: COCO detection annotations (e.g. TBX11K) -> manifest.
 
 ``bbox`` ``[x, y, w, h]`` becomes ``[x, y, x + w, y + h]``; ``iscrowd`` annotations are skipped and counted;
-images without annotations are negatives. See :func:`medfuse.data.detection_layouts.coco_to_manifest`.
+images without annotations are negatives. See :func:`medfuse.data.layouts.detection.coco_to_manifest`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import argparse
 
 from medfuse.cli import run_command
 from medfuse.commands._common import common_options, write_outputs
-from medfuse.data.detection_layouts import coco_to_manifest
-from medfuse.data.layouts import add_common_arguments
+from medfuse.data.layouts.detection import coco_to_manifest
+from medfuse.commands._common import add_common_arguments
 
 __all__ = ["HELP", "build_parser", "main"]
 

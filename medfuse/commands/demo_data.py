@@ -59,6 +59,10 @@ def build_parser(prog: str = "medfuse demo-data") -> argparse.ArgumentParser:
     p.add_argument("--no-dicom", action="store_true", help="write PNG only, no DICOM copies")
     p.add_argument("--dicom-fraction", type=parse_fraction, default=0.5, metavar="F",
                    help="share of patients that also get DICOM files (default 0.5)")
+    p.add_argument("--n-volumes", type=parse_count, default=0, metavar="N",
+                   help="ACDC-layout cardiac MRI phantom frames (NIfTI) and vol_manifest.json (default 0: none)")
+    p.add_argument("--n-detection", type=parse_count, default=0, metavar="N",
+                   help="chest phantoms with opacity / nodule boxes and cxr_detection_manifest.json (default 0: none)")
     return p
 
 
@@ -66,9 +70,9 @@ def _run(args) -> int:
     from medfuse.data.demo import make_demo_data
     from medfuse.data.manifest import format_summary, read_manifest, summarize_manifest
 
-    if args.n_cxr == 0 and args.n_oct == 0:
-        print("medfuse demo-data: error: --n-cxr and --n-oct are both 0, so there is nothing to generate; "
-              "give at least one of them a count above 0", file=sys.stderr)
+    if args.n_cxr == 0 and args.n_oct == 0 and args.n_volumes == 0 and args.n_detection == 0:
+        print("medfuse demo-data: error: --n-cxr, --n-oct, --n-volumes and --n-detection are all 0, so there is "
+              "nothing to generate; give at least one of them a count above 0", file=sys.stderr)
         return 2
     start = time.perf_counter()
     manifests = make_demo_data(
@@ -79,6 +83,8 @@ def _run(args) -> int:
         seed=args.seed,
         dicom=not args.no_dicom,
         dicom_fraction=args.dicom_fraction,
+        n_volumes=args.n_volumes,
+        n_detection=args.n_detection,
     )
     seconds = time.perf_counter() - start
     print(f"wrote demo data to {args.out} in {seconds:.1f} s:")

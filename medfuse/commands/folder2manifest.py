@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 from medfuse.cli import run_command
-from medfuse.commands._common import common_options, write_outputs
-from medfuse.data.layouts import add_common_arguments, folder_to_manifest
+from medfuse.commands._common import add_common_arguments, common_options, write_outputs
+from medfuse.data.layouts import folder_to_manifest
 
 __all__ = ["HELP", "build_parser", "main"]
 

@@ -14,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from medfuse.cli import run_command
-from medfuse.commands._common import common_options, write_outputs
-from medfuse.data.layouts import add_common_arguments, download_medmnist, medmnist_to_manifest
+from medfuse.commands._common import add_common_arguments, common_options, write_outputs
+from medfuse.data.layouts import download_medmnist, medmnist_to_manifest
 
 __all__ = ["HELP", "build_parser", "main"]
 

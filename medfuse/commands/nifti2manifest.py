@@ -5,7 +5,7 @@
 ACDC (``patientNNN/patientNNN_frameXX.nii.gz`` + ``_gt``, ``Info.cfg``), Synapse/BTCV (``img/``, ``label/``),
 image + label NIfTI pairs, or the ACDC HDF5 volumes (written out as NIfTI with an assumed spacing). Every volume
 found is accounted for in ``OUT.report.json`` (beside the manifest), skipped ones with a reason. See
-:func:`medfuse.data.nifti_layouts.nifti_to_manifest`.
+:func:`medfuse.data.layouts.nifti.nifti_to_manifest`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medfuse.cli import run_command
 from medfuse.data.manifest import write_manifest
-from medfuse.data.nifti_layouts import ACDC_H5_SPACING, NIFTI_LAYOUTS, nifti_to_manifest
+from medfuse.data.layouts.nifti import ACDC_H5_SPACING, NIFTI_LAYOUTS, nifti_to_manifest
 from medfuse.data.splits import parse_fractions
 from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_json

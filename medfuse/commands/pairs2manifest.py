@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 
 from medfuse.cli import run_command
-from medfuse.commands._common import common_options, write_outputs
-from medfuse.data.layouts import DEFAULT_LABEL_PATTERN, DEFAULT_MASK_SUFFIXES, add_common_arguments, pairs_to_manifest
+from medfuse.commands._common import add_common_arguments, common_options, write_outputs
+from medfuse.data.layouts import DEFAULT_LABEL_PATTERN, DEFAULT_MASK_SUFFIXES, pairs_to_manifest
 
 __all__ = ["HELP", "build_parser", "main"]
 

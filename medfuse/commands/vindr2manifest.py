@@ -4,7 +4,7 @@
 
 Columns are read by name (Kaggle and PhysioNet releases); "No finding" rows make negatives; the readers'
 boxes are merged per class (``--merge wbf``: overlapping boxes averaged, kept with ``--min-readers``). See
-:func:`medfuse.data.detection_layouts.vindr_to_manifest`.
+:func:`medfuse.data.layouts.detection.vindr_to_manifest`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 
 from medfuse.cli import run_command
 from medfuse.commands._common import common_options, unit_fraction, write_outputs
-from medfuse.data.detection_layouts import MERGE_MODES, vindr_to_manifest
-from medfuse.data.layouts import add_common_arguments
+from medfuse.data.layouts.detection import MERGE_MODES, vindr_to_manifest
+from medfuse.commands._common import add_common_arguments
 
 __all__ = ["HELP", "build_parser", "main"]
 

@@ -50,8 +50,9 @@ _LAYOUTS_NAMES = (
     "medmnist_to_manifest",
     "medmnist_url",
     "download_medmnist",
-    "fractions_type",
-    "add_common_arguments",
+    "nifti_to_manifest",
+    "vindr_to_manifest",
+    "coco_to_manifest",
 )
 
 __all__ = [

@@ -256,13 +256,15 @@ def detection_section(results: dict) -> str:
     def f(v: Any) -> str:
         return "n/a" if v is None else f"{float(v):.4f}"
 
-    ious = sorted((results.get("ap_iou") or {}).keys())
-    head = ["", "mAP@[0.50:0.95]"] + [f"AP@{t}" for t in ious] + ["mAR", "true boxes"]
-    rows = [["all (macro)", f(results.get("map"))] + [f(results["ap_iou"][t]) for t in ious]
-            + [f(results.get("mar")), str(results.get("n_gt", ""))]]
-    for name, pc in (results.get("per_class") or {}).items():
-        rows.append([escape(str(name)), f(pc.get("map"))] + [f((pc.get("ap_iou") or {}).get(t)) for t in ious]
-                    + [f(pc.get("mar")), str(pc.get("n_gt", ""))])
+    ious = [t for t in sorted((results.get("ap_iou") or {}).keys()) if t != "0.50"]
+    head = ["", "mAP@[0.50:0.95]", "AP@0.50"] + [f"AP@{t}" for t in ious] + ["mAR", "true boxes"]
+
+    def row(name: str, r: dict) -> list:
+        return ([escape(name), f(r.get("map")), f(r.get("ap50"))] + [f((r.get("ap_iou") or {}).get(t)) for t in ious]
+                + [f(r.get("mar")), escape(str(r.get("n_gt", "")))])
+
+    rows = [row("all (macro)", results)] + [row(str(k), v) for k, v in (results.get("per_class") or {}).items()
+                                             if isinstance(v, dict)]
     table = ("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"
              + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
     text = (f"<h2>Detection</h2><p class='muted'>{escape(str(results.get('n_images', '')))} images, "

@@ -2,10 +2,16 @@
 # Licensed under the Apache License, Version 2.0
 """``index.html`` of an evaluation report: one self-contained page (inline style, relative image links).
 
-Sections: headline numbers with 95 % intervals, decision and operating points, per-class table,
-figures, calibration, subgroups, uncertainty and referral, the gallery of uncertain cases, the
-run's configuration and the data summary. Every value comes from the ``metrics.json`` written
-beside it; text is HTML-escaped.
+Sections, each drawn only when the run has that output (``metrics["tasks"]``; a ``metrics.json`` without
+that key is a classification report): classification (headline numbers with 95 % intervals, decision and
+operating points, per-class table, figures, calibration, subgroups, uncertainty and referral, the gallery of
+uncertain cases), one section per other task (:data:`SECTIONS`: segmentation here; detection added with the
+detection task layer), then the run's configuration and the data summary. Every value comes from the
+``metrics.json`` written beside it; text is HTML-escaped.
+
+The detection hook: put ``SECTIONS["detection"] = <renderer>`` here (a function ``metrics -> HTML``, ``""``
+when ``metrics`` has no ``"detection"``), and ``evaluate_predictions(..., detection=...)`` draws it. A task
+without a renderer is shown as its JSON.
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ import html
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from medfuse.utils.io import atomic_write_text
 
-__all__ = ["write_html", "render_html"]
+__all__ = ["write_html", "render_html", "SECTIONS"]
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1150px;color:#222;padding:0 16px}
@@ -236,6 +242,26 @@ def _segmentation(m: Mapping) -> str:
     return text
 
 
+#: Renderers of the task sections beside classification (:data:`medfuse.evaluation.report.TASK_SECTIONS`):
+#: task -> ``function(metrics) -> HTML`` reading ``metrics[task]``.
+def _detection(m: Mapping) -> str:
+    from medfuse.evaluation.detection import detection_section
+
+    return detection_section(m["detection"]) if m.get("detection") else ""
+
+
+SECTIONS: dict[str, Callable[[Mapping], str]] = {"segmentation": _segmentation, "detection": _detection}
+
+
+def _task_section(m: Mapping, task: str) -> str:
+    if not m.get(task):
+        return ""
+    render = SECTIONS.get(task)
+    if render is not None:
+        return render(m)
+    return f"<h2>{_e(task.capitalize())}</h2><pre>{_e(json.dumps(m[task], indent=1, default=str))}</pre>"
+
+
 def _gallery(m: Mapping) -> str:
     g = [r for r in (m.get("gallery") or []) if r.get("overlay_path")]
     skipped = [r for r in (m.get("gallery") or []) if not r.get("overlay_path")]
@@ -302,25 +328,31 @@ def render_html(metrics: Mapping, config: Mapping | None = None, run_info: Mappi
     evaluation config only references)."""
     m = metrics
     when = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    classes = ", ".join(_e(c) for c in m.get("classes", []))
-    sections = [
-        f"<h1>{_e(title)}</h1>",
-        f"<p class='muted'>{_e(m.get('predictions', ''))} &middot; {m.get('n')} labelled cases"
-        f"{' (' + str(m['unlabelled']) + ' unlabelled left out)' if m.get('unlabelled') else ''} &middot; {_e(m.get('task', ''))}"
-        f" &middot; classes: {classes} &middot; written {when}</p>",
-        "<h2>Headline</h2>", _headline(m), _operating_points(m),
-        "<h2>Per class</h2>", _per_class(m),
-        _segmentation(m),
-        "<h2>Figures</h2>", _figures(m),
-        "<h2>Calibration</h2>", _calibration(m),
-        "<h2>Subgroups</h2>", _subgroups(m),
-        "<h2>Uncertainty and referral</h2>", _uncertainty(m),
-        "<h2>Most uncertain cases</h2>", _gallery(m),
-        "<h2>Run configuration</h2>", _config(config, run_info, training),
-        "<h2>Data</h2>", _data(data),
-        "<h2>Files</h2><p><a href='metrics.json'>metrics.json</a> (every number above) &middot; "
-        "<a href='per_case.csv'>per_case.csv</a> (one row per case)</p>",
-    ]
+    tasks = list(m.get("tasks") or ["classification", *(t for t in SECTIONS if m.get(t))])
+    others = [_task_section(m, t) for t in tasks if t != "classification"]
+    run = ["<h2>Run configuration</h2>", _config(config, run_info, training), "<h2>Data</h2>", _data(data)]
+    if "classification" not in tasks:
+        sections = [f"<h1>{_e(title)}</h1>", f"<p class='muted'>{_e(', '.join(tasks))} &middot; written {when}</p>",
+                    *others, *run, "<h2>Files</h2><p><a href='metrics.json'>metrics.json</a> (every number above)</p>"]
+    else:
+        classes = ", ".join(_e(c) for c in m.get("classes", []))
+        sections = [
+            f"<h1>{_e(title)}</h1>",
+            f"<p class='muted'>{_e(m.get('predictions', ''))} &middot; {m.get('n')} labelled cases"
+            f"{' (' + str(m['unlabelled']) + ' unlabelled left out)' if m.get('unlabelled') else ''} "
+            f"&middot; {_e(m.get('task', ''))} &middot; classes: {classes} &middot; written {when}</p>",
+            "<h2>Headline</h2>", _headline(m), _operating_points(m),
+            "<h2>Per class</h2>", _per_class(m),
+            *others,
+            "<h2>Figures</h2>", _figures(m),
+            "<h2>Calibration</h2>", _calibration(m),
+            "<h2>Subgroups</h2>", _subgroups(m),
+            "<h2>Uncertainty and referral</h2>", _uncertainty(m),
+            "<h2>Most uncertain cases</h2>", _gallery(m),
+            *run,
+            "<h2>Files</h2><p><a href='metrics.json'>metrics.json</a> (every number above) &middot; "
+            "<a href='per_case.csv'>per_case.csv</a> (one row per case)</p>",
+        ]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>" + "\n".join(sections) + "</body></html>\n")
 

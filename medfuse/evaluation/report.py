@@ -18,6 +18,14 @@ columns) it computes
 and writes them with the figures of :mod:`~medfuse.evaluation.plots` and an ``index.html``
 (:mod:`~medfuse.evaluation.html`) that shows everything next to the run's configuration and data summary.
 
+Sections by task: the report has one section per task output the run has, and only those. Classification is
+computed here from the predictions file (its keys stay at the top level of ``metrics.json``, where readers
+have always found them); every other task is a results file its evaluator wrote, listed in
+:data:`TASK_SECTIONS` and passed by keyword (``segmentation=``, ``detection=``), stored in ``metrics.json``
+under the task's name and drawn by :data:`medfuse.evaluation.html.SECTIONS` ``[task]``.
+``metrics.json["tasks"]`` lists the sections present. A run without class predictions (``predictions_csv=None``)
+gets a report of its other sections alone. Adding a task: one entry here, one renderer there.
+
 Calibration sources (``metrics.json["calibration"]["source"]``):
 
 * ``validation_csv`` given: temperature and threshold are fitted on it and applied to the
@@ -62,7 +70,7 @@ from medfuse.evaluation.subgroups import core_metrics, subgroup_metrics
 from medfuse.evaluation.uncertainty import predictive_entropy, selective_prediction
 from medfuse.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["metrics_from_predictions", "evaluate_predictions", "FIGURES"]
+__all__ = ["metrics_from_predictions", "evaluate_predictions", "FIGURES", "TASK_SECTIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +84,12 @@ FIGURES = {
     "risk_coverage": "risk_coverage.png",
     "gallery": "uncertain_gallery.png",
 }
+
+#: The task sections beside classification, in report order: the keyword of :func:`evaluate_predictions` (and
+#: the key of ``metrics.json``) -> the file the task's evaluator writes in the evaluation folder. The detection
+#: results (``eval/detection_metrics.json``, see docs/architecture.md) are drawn once ``html.SECTIONS`` has a
+#: ``"detection"`` renderer; until then as a plain JSON block.
+TASK_SECTIONS = {"segmentation": "segmentation_metrics.json", "detection": "detection_metrics.json"}
 
 
 def _mean(x: Any) -> float | None:
@@ -214,7 +228,7 @@ def _write_per_case(path: Path, pred: dict, rows: np.ndarray, probs: np.ndarray,
 
 
 def evaluate_predictions(
-    predictions_csv: str | os.PathLike,
+    predictions_csv: str | os.PathLike | None,
     out_dir: str | os.PathLike | None = None,
     verbose: bool = True,
     *,
@@ -238,10 +252,11 @@ def evaluate_predictions(
     segmentation: str | os.PathLike | Mapping | None = None,
     detection: str | os.PathLike | Mapping | None = None,
 ) -> dict:
-    """Evaluate ``predictions_csv`` and write the report folder.
+    """Evaluate ``predictions_csv`` and the other task results of the run, and write the report folder.
 
     Args:
-        predictions_csv: the predictions (see :func:`~medfuse.evaluation.predictions.read_predictions`).
+        predictions_csv: the class predictions (see :func:`~medfuse.evaluation.predictions.read_predictions`);
+            ``None`` for a run without a classification output (then ``out_dir`` and another task are needed).
         out_dir: report folder; defaults to the folder of ``predictions_csv``.
         verbose: print the summary and the table.
         classes: class order (needed when the header names classes by index).
@@ -267,21 +282,93 @@ def evaluate_predictions(
             dictionary: ``per_class`` Dice / IoU / HD95 summaries as
             :func:`~medfuse.evaluation.segmentation.segmentation_metrics` gives them, optionally
             ``cam_inside_lungs``), added to ``metrics.json`` and shown in the report.
-        detection: detection results of the same run (a ``detection_metrics.json`` path or its dictionary, as
-            :func:`~medfuse.evaluation.detection.detection_metrics` gives them, optionally with ``froc``), added to
-            ``metrics.json["detection"]`` and shown as a Detection section
-            (:func:`~medfuse.evaluation.detection.detection_section`).
+        detection: detection results of the same run (an ``eval/detection_metrics.json`` path or its dictionary,
+            as the detection task layer writes it), added to ``metrics.json["detection"]`` and shown in the
+            report's detection section; nothing is drawn without it.
 
     Returns:
         the metrics dictionary, as written to ``metrics.json``.
 
     Raises:
-        DataError: for unreadable or inconsistent inputs (the message names the file, column and row).
+        DataError: for unreadable or inconsistent inputs (the message names the file, column and row), or
+            nothing to evaluate.
     """
-    predictions_csv = Path(predictions_csv)
     calibration = calibration or None  # "" (a bundle run with --calibration_file '') means none
-    out = Path(out_dir) if out_dir is not None else predictions_csv.parent
+    if predictions_csv is None and out_dir is None:
+        raise ValueError("out_dir is needed when there is no predictions_csv")
+    out = Path(out_dir) if out_dir is not None else Path(predictions_csv).parent  # type: ignore[arg-type]
     out.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {}
+    tasks = []
+    if predictions_csv is not None:
+        metrics = _classification_section(
+            Path(predictions_csv), out, classes=classes, validation_csv=validation_csv, calibration=calibration,
+            calibration_applied=calibration_applied, target_sensitivity=target_sensitivity,
+            positive_class=positive_class, n_boot=n_boot, seed=seed, n_bins=n_bins, max_groups=max_groups,
+            cam_dir=cam_dir, figures=figures)
+        tasks.append("classification")
+    given = {"segmentation": segmentation, "detection": detection}
+    for task in TASK_SECTIONS:
+        if given[task] is not None:
+            metrics[task] = _task_results(task, given[task])
+            tasks.append(task)
+    if not tasks:
+        raise DataError(f"nothing to evaluate in {out}: give the class predictions or another task's results "
+                        f"({', '.join(TASK_SECTIONS)})")
+    metrics["tasks"] = tasks
+    metrics.setdefault("files", {})["metrics"] = "metrics.json"
+    if html:
+        from medfuse.evaluation.html import write_html
+
+        cfg = config if isinstance(config, Mapping) else _load_json(config)
+        info = run_info if isinstance(run_info, Mapping) else _load_json(run_info)
+        data = _data_summary(manifest)
+        training = None
+        if info and info.get("run_dir"):
+            training = _load_json(Path(info["run_dir"]) / "config.json")
+        name = Path(predictions_csv).name if predictions_csv is not None else out.name
+        write_html(out / "index.html", metrics, config=cfg, run_info=info, data=data,
+                   title=title or f"Evaluation of {name}", training=training)
+        metrics["files"]["html"] = "index.html"
+    atomic_write_json(out / "metrics.json", _json_clean(metrics))
+    if verbose:
+        if "classification" in tasks:
+            multilabel = metrics.get("task") == "multi-label"
+            print(format_metrics(metrics, title=f"evaluation of {predictions_csv}") if not multilabel
+                  else f"evaluation of {predictions_csv}")
+            print(_summary_text(metrics))
+        print(f"report: {out / 'index.html' if html else out / 'metrics.json'}")
+    return metrics
+
+
+def _task_results(task: str, value: str | os.PathLike | Mapping) -> dict:
+    """The results of one task section (:data:`TASK_SECTIONS`) as stored in ``metrics.json`` (no per-case rows)."""
+    res = value if isinstance(value, Mapping) else _load_json(value)
+    if res is None:
+        raise DataError(f"{value}: {task} results not found or unreadable; evaluate the {task} first (the bundle's "
+                        f"evaluator writes {TASK_SECTIONS[task]}) or leave it out")
+    return {k: v for k, v in res.items() if k != "per_case"}
+
+
+def _classification_section(
+    predictions_csv: Path,
+    out: Path,
+    *,
+    classes: Sequence[str] | None,
+    validation_csv: str | os.PathLike | None,
+    calibration: str | os.PathLike | Mapping | None,
+    calibration_applied: bool,
+    target_sensitivity: float,
+    positive_class: str | None,
+    n_boot: int,
+    seed: int,
+    n_bins: int,
+    max_groups: int,
+    cam_dir: str | os.PathLike | None,
+    figures: bool,
+) -> dict:
+    """The classification metrics of :func:`evaluate_predictions` (top-level keys of ``metrics.json``), with
+    ``per_case.csv`` and the figures written into ``out``."""
     pred = read_predictions(predictions_csv, classes=classes)
     classes = pred["classes"]
     multilabel = pred["task"] == "multi-label"
@@ -451,40 +538,6 @@ def evaluate_predictions(
             gallery.append(r)
     metrics["gallery"] = gallery
     metrics["files"] = {"metrics": "metrics.json", "per_case": "per_case.csv"}
-    if segmentation is not None:
-        seg = segmentation if isinstance(segmentation, Mapping) else _load_json(segmentation)
-        if seg is None:
-            raise DataError(f"{segmentation}: segmentation results not found or unreadable; evaluate the segmentation "
-                            "first (the bundle's evaluator writes segmentation_metrics.json) or leave it out")
-        metrics["segmentation"] = {k: v for k, v in seg.items() if k != "per_case"}
-    if detection is not None:
-        det = detection if isinstance(detection, Mapping) else _load_json(detection)
-        if det is None:
-            raise DataError(f"{detection}: detection results not found or unreadable; evaluate the detector first "
-                            "(the bundle's evaluator writes detection_metrics.json) or leave it out")
-        metrics["detection"] = dict(det)
-    if html:
-        from medfuse.evaluation.html import write_html
-
-        cfg = config if isinstance(config, Mapping) else _load_json(config)
-        info = run_info if isinstance(run_info, Mapping) else _load_json(run_info)
-        data = _data_summary(manifest)
-        training = None
-        if info and info.get("run_dir"):
-            training = _load_json(Path(info["run_dir"]) / "config.json")
-        write_html(out / "index.html", metrics, config=cfg, run_info=info, data=data,
-                   title=title or f"Evaluation of {predictions_csv.name}", training=training)
-        if "detection" in metrics:
-            from medfuse.evaluation.detection import detection_section
-
-            page = (out / "index.html").read_text(encoding="utf-8")
-            atomic_write_text(out / "index.html", page.replace("</body>", detection_section(metrics["detection"]) + "</body>", 1))
-        metrics["files"]["html"] = "index.html"
-    atomic_write_json(out / "metrics.json", _json_clean(metrics))
-    if verbose:
-        print(format_metrics(metrics, title=f"evaluation of {predictions_csv}") if not multilabel else f"evaluation of {predictions_csv}")
-        print(_summary_text(metrics))
-        print(f"report: {out / 'index.html' if html else out / 'metrics.json'}")
     return metrics
 
 

@@ -1,6 +1,6 @@
 # Copyright (c) medfuse contributors
 # Licensed under the Apache License, Version 2.0
-"""medfuse networks: MONAI-based blocks and classifiers, backbones by name, Monte-Carlo dropout."""
+"""medfuse networks: MONAI-based blocks and networks, backbones by name, losses, Monte-Carlo dropout."""
 
 from .backbones import PretrainedWeightsError, build_backbone, load_pretrained_weights
 from .blocks import (
@@ -8,15 +8,28 @@ from .blocks import (
     BidirectionalCrossAttentionFusion,
     CBAMChannelAttention,
     CBAMSpatialAttention,
+    ChannelMeanGate,
     CrossAttentionLayer,
+    DualAttentionHead,
+    DualInteractiveFusion,
+    GlobalSpatialAttention,
+    ImageLevelAttention,
     MultiScaleCrossAttentionFusion,
 )
-from .blocks import GlobalSpatialAttention
-from .nets import GSANet, GlobalSpatialAttentionNet
-from .losses import MultiOutputLoss
-from .losses import GlobalSpatialAttentionLoss
-from .nets import DCAT, DCATNet, DualCrossAttentionNet, MultiOutputUnet, MultiOutputUNet
-from .nets import DualAttNet, DualAttNetDetector
+from .losses import DIFMLoss, GlobalSpatialAttentionLoss, MultiOutputLoss, MultiScaleBoundaryLoss
+from .nets import (
+    DCAT,
+    DCATNet,
+    DIFMUnet,
+    DIFMUNet,
+    DualAttNet,
+    DualAttNetDetector,
+    DualCrossAttentionNet,
+    GlobalSpatialAttentionNet,
+    GSANet,
+    MultiOutputUnet,
+    MultiOutputUNet,
+)
 from .uncertainty import (
     MCDropoutResult,
     enable_mc_dropout,
@@ -32,19 +45,29 @@ __all__ = [
     "CBAM",
     "CBAMChannelAttention",
     "CBAMSpatialAttention",
+    "ChannelMeanGate",
     "CrossAttentionLayer",
     "DCAT",
     "DCATNet",
+    "DIFMLoss",
+    "DIFMUNet",
+    "DIFMUnet",
+    "DualAttNet",
+    "DualAttNetDetector",
+    "DualAttentionHead",
     "DualCrossAttentionNet",
+    "DualInteractiveFusion",
     "GSANet",
     "GlobalSpatialAttention",
     "GlobalSpatialAttentionLoss",
     "GlobalSpatialAttentionNet",
+    "ImageLevelAttention",
     "MCDropoutResult",
-    "MultiScaleCrossAttentionFusion",
     "MultiOutputLoss",
     "MultiOutputUNet",
     "MultiOutputUnet",
+    "MultiScaleBoundaryLoss",
+    "MultiScaleCrossAttentionFusion",
     "PretrainedWeightsError",
     "build_backbone",
     "enable_mc_dropout",
@@ -55,10 +78,3 @@ __all__ = [
     "mutual_information",
     "predictive_entropy",
 ]
-__all__ += ["DualAttNet", "DualAttNetDetector"]
-
-from .blocks import ChannelMeanGate, DualInteractiveFusion  # noqa: E402
-from .losses import DIFMLoss, MultiScaleBoundaryLoss  # noqa: E402
-from .nets import DIFMUnet, DIFMUNet  # noqa: E402
-
-__all__ += ["ChannelMeanGate", "DIFMLoss", "DIFMUNet", "DIFMUnet", "DualInteractiveFusion", "MultiScaleBoundaryLoss"]

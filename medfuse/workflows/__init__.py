@@ -1,6 +1,22 @@
 # Copyright (c) medfuse contributors
 # Licensed under the Apache License, Version 2.0
-"""Shared logic of the medfuse bundles, so that bundle configs stay short.
+"""Shared logic of the medfuse bundles, so that bundle configs stay short; organised by task.
+
+Task layers (each usable by any network of its task; bundle configs name them by full dotted path):
+
+* :mod:`~medfuse.workflows.classification`: image classifiers: items and classes, class balance,
+  :class:`ClassificationMetric`, Monte-Carlo dropout inferer, :class:`PredictionWriter`, :class:`CAMWriter`,
+  calibration (the public home of those pieces; the code lives in ``data``, ``metrics``, ``inferers``,
+  ``handlers``, ``cam``);
+* :mod:`~medfuse.workflows.segmentation`: N-class segmentation: items with masks, label-map post-processing and
+  clean-up, :class:`SegmentationMetric`, :class:`SegmentationEvaluator` (Dice / IoU / HD95 per class per case),
+  :class:`MaskWriter` (PNG and NIfTI with the input's affine);
+* :mod:`~medfuse.workflows.multi_output`: segmentation + diagnosis networks (the multi-output U-Net), built on the
+  two: partly annotated items and joint transforms, two-output batch / inferer / post-processing, lung-CAM
+  evaluator and writer, head calibration;
+* ``detection``: boxes in and out; its contract is in ``docs/architecture.md`` (built with DualAttNet).
+
+Task-neutral modules:
 
 * :mod:`~medfuse.workflows.runs`: run folders, the executed config and run record;
 * :mod:`~medfuse.workflows.data`: items from manifests or folders, classes, class balance;
@@ -8,9 +24,11 @@
 * :mod:`~medfuse.workflows.metrics`: validation metrics (AUC, AUPR, accuracy) as ignite metrics;
 * :mod:`~medfuse.workflows.inferers`: plain or Monte-Carlo dropout inference;
 * :mod:`~medfuse.workflows.handlers`: per-epoch log, predictions writer, progress bar, LR schedule;
-* :mod:`~medfuse.workflows.bundle`: run a bundle's train / evaluate / inference from Python;
-* :mod:`~medfuse.workflows.segmentation`: segmentation + classification glue (partly annotated items, joint
-  transforms, two-output inferer and post-processing, Dice/IoU/HD95 evaluation, mask and lung-CAM writers).
+* :mod:`~medfuse.workflows.bundle`: layered bundle configs; run a bundle's train / evaluate / inference from Python.
+
+The names below are re-exported here (``medfuse.workflows.ClassificationMetric``, as the configs write them).
+``medfuse.workflows.segmentation.<name>`` still resolves the multi-output names that moved to
+:mod:`~medfuse.workflows.multi_output`, for one release (bundles exported before the split).
 """
 
 from .bundle import bundle_dir, compose_bundle, run_bundle
@@ -34,19 +52,18 @@ from .engine import amp_kwargs, flag, get_device, set_num_threads, setup_run, us
 from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
 from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
 from .metrics import METRIC_NAMES, ClassificationMetric
-from .segmentation import (
+from .multi_output import (
     FillMissingMaskd,
     LungCAMWriter,
-    MaskWriter,
+    MultiOutputEvaluator,
     MultiOutputInferer,
     MultiOutputPostd,
     MultiOutputPrepareBatch,
-    SegmentationEvaluator,
-    SegmentationMetric,
     multi_output_inference_items,
     multi_output_items,
     multi_output_transforms,
 )
+from .segmentation import MaskWriter, SegmentationEvaluator, SegmentationMetric, SegmentationPostd, segmentation_items
 from .runs import (
     CHECKPOINT_NAME,
     active_bundle_root,
@@ -118,8 +135,11 @@ __all__ = [
     "MultiOutputInferer",
     "MultiOutputPostd",
     "MultiOutputPrepareBatch",
+    "MultiOutputEvaluator",
     "SegmentationEvaluator",
     "SegmentationMetric",
+    "SegmentationPostd",
+    "segmentation_items",
     "multi_output_inference_items",
     "multi_output_items",
     "multi_output_transforms",

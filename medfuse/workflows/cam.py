@@ -20,11 +20,10 @@ import torch
 from ignite.engine import Engine, Events
 
 from medfuse.utils.distributed import is_main_process, unwrap_module
-from medfuse.utils.images import image_stem as _stem  # old private names, still used by workflows.segmentation
+from medfuse.utils.images import image_stem
 from medfuse.utils.io import atomic_write_csv
-from medfuse.utils.paths import safe_file_name as _safe
-from medfuse.visualize.cam import compute_cam, save_overlay
-from medfuse.visualize.cam import display_image as _display
+from medfuse.utils.paths import safe_file_name
+from medfuse.visualize.cam import compute_cam, display_image, save_overlay
 
 __all__ = ["CAMWriter"]
 
@@ -188,8 +187,8 @@ class CAMWriter:
         return str(index)
 
     def _file_name(self, path: str, pred_name: str) -> str:
-        stem = _safe(_stem(path)) if path else f"image{len(self.rows):05d}"
-        base = f"{stem}_{_safe(pred_name)}"
+        stem = safe_file_name(image_stem(path)) if path else f"image{len(self.rows):05d}"
+        base = f"{stem}_{safe_file_name(pred_name)}"
         name, k = f"{base}.png", 1
         while name in self._names:
             k += 1
@@ -249,8 +248,8 @@ class CAMWriter:
             pred_name = self._class_name(pred)
             name = self._file_name(path, pred_name)
             prob = float(p[pred])
-            caption = f"{_stem(path) or name}: {pred_name} (p = {prob:.3f})"
-            save_overlay(self.output_dir / name, _display(image), cam[0], title=caption, alpha=self.alpha,
+            caption = f"{image_stem(path) or name}: {pred_name} (p = {prob:.3f})"
+            save_overlay(self.output_dir / name, display_image(image), cam[0], title=caption, alpha=self.alpha,
                          colormap=self.colormap)
             self.rows.append({"image": path, "pred": pred_name, "prob": round(prob, 6), "overlay": name})
         self.write_index()

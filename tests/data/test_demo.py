@@ -361,3 +361,22 @@ def test_stamp_rebuild_and_refusal(tmp_path):
         make_demo_data(tmp_path / "n", n_cxr=-1)
     with pytest.raises(ValueError):
         make_demo_data(tmp_path / "n", dicom_fraction=0.0)
+
+
+def test_optional_volumes_and_detection(tmp_path):
+    """n_volumes / n_detection add their manifests; without them the stamp's parameters are the old ones."""
+    from medfuse.data.demo import OPTIONAL_MANIFEST_NAMES, demo_data_is_current, read_demo_stamp
+    from medfuse.data.manifest import read_manifest
+
+    out = tmp_path / "demo"
+    manifests = make_demo_data(out, n_cxr=4, n_oct=0, image_size=64, dicom=False, n_volumes=2, n_detection=3)
+    assert set(manifests) == {"cxr", "volumes", "cxr_detection"}
+    for key, name in OPTIONAL_MANIFEST_NAMES.items():
+        assert manifests[key] == out / name
+    assert read_manifest(manifests["volumes"])["task"] == "segmentation"
+    assert read_manifest(manifests["cxr_detection"])["task"] == "detection"
+    assert demo_data_is_current(out, n_cxr=4, n_oct=0, image_size=64, dicom=False, n_volumes=2, n_detection=3)
+    assert not demo_data_is_current(out, n_cxr=4, n_oct=0, image_size=64, dicom=False)
+    make_demo_data(out, n_cxr=4, n_oct=0, image_size=64, dicom=False)  # a rebuild without them removes them
+    assert not (out / "volumes").exists() and not (out / OPTIONAL_MANIFEST_NAMES["cxr_detection"]).exists()
+    assert "n_volumes" not in read_demo_stamp(out)["parameters"]

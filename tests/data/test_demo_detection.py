@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medfuse.data.demo_detection import make_demo_detection
+from medfuse.data.demo.detection import make_demo_detection
 from medfuse.data.manifest import load_split, read_manifest
 
 SPLITS = ("training", "validation", "test")

@@ -162,6 +162,52 @@ def test_input_errors_name_file_column_and_row(tmp_path):
         evaluate_predictions(good, tmp_path / "y", verbose=False, validation_csv=other)
 
 
+_SEG = {"n_cases": 3, "skipped_without_mask": 1,
+        "per_class": {"lung": {m: {"mean": 0.9, "std": 0.01, "median": 0.9, "n": 3} for m in ("dice", "iou", "hd95")}},
+        "mean": {"dice": 0.9, "iou": 0.9, "hd95": 0.9}, "per_case": [{"case": "a"}]}
+
+
+def test_report_sections_are_drawn_only_for_the_tasks_the_run_has(binary_files, tmp_path):
+    """One section per task output: classification alone, classification + segmentation, segmentation alone."""
+    alone = evaluate_predictions(binary_files["test"], tmp_path / "c", verbose=False, n_boot=0, figures=False)
+    assert alone["tasks"] == ["classification"] and "segmentation" not in alone and "detection" not in alone
+    page = (tmp_path / "c" / "index.html").read_text()
+    assert "<h2>Headline</h2>" in page and "<h2>Segmentation</h2>" not in page and "Detection" not in page
+    both = evaluate_predictions(binary_files["test"], tmp_path / "cs", verbose=False, n_boot=0, figures=False,
+                                segmentation=_SEG)
+    assert both["tasks"] == ["classification", "segmentation"] and "per_case" not in both["segmentation"]
+    assert both["auc"] == alone["auc"]  # classification keys stay at the top level
+    page = (tmp_path / "cs" / "index.html").read_text()
+    assert page.index("<h2>Per class</h2>") < page.index("<h2>Segmentation</h2>") < page.index("<h2>Figures</h2>")
+    seg_dir = tmp_path / "s"
+    seg_dir.mkdir()
+    (seg_dir / "segmentation_metrics.json").write_text(json.dumps(_SEG))
+    only = evaluate_predictions(None, seg_dir, verbose=False, segmentation=seg_dir / "segmentation_metrics.json")
+    assert only["tasks"] == ["segmentation"] and "auc" not in only and only["files"]["html"] == "index.html"
+    assert json.loads((seg_dir / "metrics.json").read_text())["segmentation"]["n_cases"] == 3
+    page = (seg_dir / "index.html").read_text()
+    assert "<h2>Segmentation</h2>" in page and "<h2>Headline</h2>" not in page and "0.9000" in page
+    with pytest.raises(DataError, match="nothing to evaluate"):
+        evaluate_predictions(None, tmp_path / "empty", verbose=False)
+    with pytest.raises(DataError, match="segmentation results not found"):
+        evaluate_predictions(None, tmp_path / "x", verbose=False, segmentation=tmp_path / "missing.json")
+
+
+def test_detection_hook_stores_results_and_uses_a_registered_renderer(tmp_path, monkeypatch):
+    """evaluate_predictions(detection=...) keeps the results under "detection"; html.SECTIONS["detection"] draws
+    them (a plain JSON block until the detection layer registers its renderer)."""
+    from medfuse.evaluation import html
+
+    det = {"map": 0.42, "ap50": 0.61, "per_class": {"nodule": {"ap": 0.42}}}
+    m = evaluate_predictions(None, tmp_path / "d", verbose=False, detection=det)
+    assert m["tasks"] == ["detection"] and m["detection"] == det
+    page = (tmp_path / "d" / "index.html").read_text()
+    assert "<h2>Detection</h2>" in page and "0.61" in page
+    monkeypatch.setitem(html.SECTIONS, "detection", lambda mm: f"<h2>Boxes</h2><p>mAP {mm['detection']['map']}</p>")
+    evaluate_predictions(None, tmp_path / "d2", verbose=False, detection=det)
+    assert "<h2>Boxes</h2><p>mAP 0.42</p>" in (tmp_path / "d2" / "index.html").read_text()
+
+
 def test_detection_results_join_the_report(tmp_path):
     """evaluate_predictions(detection=...) adds metrics.json['detection'] and a Detection section."""
     import json as _json

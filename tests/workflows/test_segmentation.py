@@ -1,7 +1,9 @@
 # Copyright (c) medfuse contributors
 # Licensed under the Apache License, Version 2.0
-"""medfuse.workflows.segmentation: partly annotated items, joint transforms, batch preparation, post-processing,
-segmentation metrics, and undoing the letterbox for mask files."""
+"""medfuse.workflows.segmentation (the N-class task layer) and medfuse.workflows.multi_output (built on it): partly
+annotated items, joint transforms, batch preparation, post-processing, segmentation metrics, evaluator, mask writer
+(PNG, NIfTI with the input's affine), undoing the letterbox; the old ``medfuse.workflows.segmentation`` names of the
+multi-output pieces; MONAI's FillHoles / one_hot against the hand-written code they replaced."""
 
 from __future__ import annotations
 
@@ -13,17 +15,15 @@ import torch
 
 from medfuse.errors import DataError, ManifestError
 from medfuse.networks.losses import MISSING_LABEL
-from medfuse.workflows.segmentation import (
+from medfuse.workflows.multi_output import (
     MultiOutputPostd,
     MultiOutputPrepareBatch,
-    SegmentationMetric,
     labelled_outputs,
-    mask_to_original,
     multi_output_inference_items,
     multi_output_items,
     multi_output_transforms,
-    segmentation_report,
 )
+from medfuse.workflows.segmentation import SegmentationMetric, mask_to_original, segmentation_report
 
 
 def _write_png(path, array):
@@ -176,3 +176,213 @@ def test_clean_label_map_keeps_the_largest_components_and_fills_holes():
     kept = clean_label_map(lm, keep_components=2)
     assert kept[0, 5, 4] == 0 and kept[0, 16:18, 16:18].sum() == 0
     assert torch.equal(clean_label_map(lm, keep_components=3), lm)  # three components: nothing to drop
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the generic segmentation layer
+
+
+def test_segmentation_items_need_masks_unless_told(partial):
+    from medfuse.workflows.segmentation import segmentation_items
+
+    with pytest.raises(ManifestError, match="has no 'mask'"):
+        segmentation_items(partial, "training")
+    items = segmentation_items(partial, "training", require_mask=False)
+    assert [("mask" in it) for it in items] == [True, True, False]
+    assert all(it["image_path"] == it["image"] and it["patient_id"] for it in items) and "label" not in items[0]
+    assert len(segmentation_items(partial, "validation", limit=1)) == 1
+
+
+def test_segmentation_postd_and_metric_with_three_classes():
+    from medfuse.workflows.segmentation import SegmentationPostd
+
+    logits = torch.zeros(3, 6, 6)
+    logits[1, :3] = 4.0
+    logits[2, 3:, 3:] = 4.0
+    ref = torch.zeros(1, 6, 6)
+    ref[0, :3] = 1
+    ref[0, 3:, :] = 2  # class 2 is twice as large in the reference
+    d = SegmentationPostd("pred", keep_prob=True)({"pred": logits, "label": ref})
+    assert d["seg"].shape == (1, 6, 6) and set(torch.unique(d["seg"]).tolist()) == {0.0, 1.0, 2.0}
+    assert d["has_ref_mask"] is True and d["ref_mask"] is ref and d["seg_prob"].shape == (3, 6, 6)
+    assert SegmentationPostd()({"pred": logits})["has_ref_mask"] is False
+    metric = SegmentationMetric(num_classes=3)
+    metric.update([d])
+    assert metric.compute() == pytest.approx((1.0 + 2 * 9 / (9 + 18)) / 2)
+
+
+def _engine(outputs, batches=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(state=SimpleNamespace(output=outputs, batch=batches or [{} for _ in outputs]))
+
+
+def test_segmentation_evaluator_writes_per_class_per_case(tmp_path):
+    import csv
+
+    from medfuse.workflows.segmentation import SegmentationEvaluator
+
+    ref = torch.zeros(1, 8, 8)
+    ref[0, :4] = 1
+    ref[0, 4:, :4] = 2
+    good = {"seg": ref.clone(), "ref_mask": ref, "has_ref_mask": True, "image_path": "a.png"}
+    half = ref.clone()
+    half[0, 4:, :2] = 0
+    items = [good, {"seg": half, "ref_mask": ref, "has_ref_mask": True, "image_path": "b.png"},
+             {"seg": ref, "ref_mask": None, "has_ref_mask": False, "image_path": "c.png"}]
+    ev = SegmentationEvaluator(tmp_path, class_names=["background", "left", "right"])
+    ev.collect(_engine(items))
+    result = ev.write()
+    assert result["n_cases"] == 2 and result["skipped_without_mask"] == 1
+    assert list(result["per_class"]) == ["left", "right"]
+    assert result["per_class"]["right"]["dice"]["mean"] == pytest.approx((1 + 2 * 8 / (8 + 16)) / 2)
+    assert json.loads((tmp_path / "segmentation_metrics.json").read_text())["n_cases"] == 2
+    with open(tmp_path / "segmentation_per_case.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["image"] for r in rows] == ["a.png", "b.png"]
+    assert set(rows[0]) == {"image"} | {f"{m}_{c}" for m in ("dice", "iou", "hd95") for c in ("left", "right")}
+
+
+def test_mask_writer_png_and_nifti_with_the_input_affine(tmp_path):
+    import nibabel as nib
+    from monai.data import MetaTensor
+    from PIL import Image
+
+    from medfuse.workflows.segmentation import MaskWriter
+
+    affine = np.diag([0.5, 0.7, 2.0, 1.0])
+    affine[:3, 3] = [10.0, -4.0, 3.0]
+    nii = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 10), np.float32), affine), str(nii))
+    seg = torch.zeros(1, 20, 20)
+    seg[0, :10, 5:15] = 1  # the letterbox pads 5 columns on each side
+    image = MetaTensor(torch.zeros(1, 20, 20), meta={"spatial_shape": np.array([20, 10])})
+    items = [{"seg": seg, "image": image, "image_path": str(nii)},
+             {"seg": seg, "image": image, "image_path": str(tmp_path / "plain.png")}]
+    writer = MaskWriter(tmp_path / "masks", num_classes=2, nifti=True)
+    writer(_engine(items))
+    writer.write_index()
+    png = np.asarray(Image.open(tmp_path / "masks" / "case_mask.png"))
+    assert png.shape == (20, 10) and set(np.unique(png).tolist()) == {0, 255} and png[:10].all() and not png[10:].any()
+    written = nib.load(str(tmp_path / "masks" / "case_mask.nii.gz"))
+    np.testing.assert_allclose(written.affine, affine)
+    assert np.array_equal(np.asarray(written.dataobj), (png > 0).astype(np.uint8))
+    np.testing.assert_allclose(nib.load(str(tmp_path / "masks" / "plain_mask.nii.gz")).affine, np.eye(4))
+    assert (tmp_path / "masks" / "masks.csv").read_text().count("\n") == 3
+
+
+def test_old_segmentation_names_resolve_to_the_multi_output_layer(tmp_path):
+    """Bundles exported before the split name the multi-output pieces under medfuse.workflows.segmentation."""
+    from monai.bundle import ConfigParser
+
+    from medfuse.workflows import multi_output, segmentation
+
+    for name in segmentation.MOVED_TO_MULTI_OUTPUT:
+        assert getattr(segmentation, name) is getattr(multi_output, name), name
+    parser = ConfigParser({"inferer": {"_target_": "medfuse.workflows.segmentation.MultiOutputInferer"},
+                           "items": "$medfuse.workflows.segmentation.multi_output_items",
+                           "old_eval": {"_target_": "medfuse.workflows.segmentation.SegmentationEvaluator",
+                                        "output_dir": str(tmp_path), "cam_images": 4, "dilate": 2}},
+                          globals={"medfuse": "medfuse"})
+    assert isinstance(parser.get_parsed_content("inferer"), multi_output.MultiOutputInferer)
+    assert parser.get_parsed_content("items") is multi_output.multi_output_items
+    old = parser.get_parsed_content("old_eval")
+    assert isinstance(old, multi_output.MultiOutputEvaluator) and old.cam_images == 4 and old.dilate == 2
+    assert type(segmentation.SegmentationEvaluator(tmp_path)) is segmentation.SegmentationEvaluator
+    with pytest.raises(AttributeError):
+        segmentation.NoSuchThing  # noqa: B018
+
+
+# ----------------------------------------------------------------------------------------------------------
+# library calls against the hand-written code they replaced (copies of the old helpers, kept here)
+
+
+def _old_clean_label_map(label_map, keep_components=0, fill_holes=False):
+    """medfuse.workflows.segmentation.clean_label_map before MONAI's FillHoles (scipy.ndimage only)."""
+    from scipy import ndimage
+
+    lm = label_map.detach().cpu().numpy().astype(np.int64)
+    out = lm.copy()
+    for c in range(lm.shape[0]):
+        fg = lm[c] > 0
+        if keep_components > 0:
+            comps, n = ndimage.label(fg, structure=np.ones((3,) * fg.ndim))
+            if n > keep_components:
+                sizes = np.bincount(comps.ravel())[1:]
+                keep = np.argsort(sizes)[::-1][:keep_components] + 1
+                fg = np.isin(comps, keep)
+                out[c][~fg] = 0
+        if fill_holes:
+            filled = ndimage.binary_fill_holes(fg)
+            holes = filled & ~fg
+            if holes.any():
+                idx = ndimage.distance_transform_edt(~fg, return_distances=False, return_indices=True)
+                out[c][holes] = out[c][tuple(i[holes] for i in idx)]
+    return torch.as_tensor(out, dtype=label_map.dtype, device=label_map.device)
+
+
+def _old_one_hot(label_map, num_classes):
+    """medfuse.workflows.segmentation._one_hot before monai.networks.utils.one_hot."""
+    lm = label_map.long()
+    if lm.ndim >= 3 and lm.shape[1] == 1:
+        lm = lm[:, 0]
+    return torch.nn.functional.one_hot(lm.clamp_min(0), num_classes).movedim(-1, 1).float()
+
+
+def _representative_label_maps(tmp_path, classes: int) -> list[torch.Tensor]:
+    """Demo-data lung masks (two lungs, as the bundle predicts them) with speckle, holes and stray blobs, and
+    random rectangles of ``classes - 1`` foreground classes with holes."""
+    from PIL import Image
+
+    from medfuse.data.demo import make_demo_data
+    from medfuse.data.manifest import read_manifest
+
+    rng = np.random.default_rng(classes)
+    maps = []
+    if classes == 2:
+        paths = make_demo_data(tmp_path / "demo", n_cxr=8, n_oct=4, image_size=64, seed=0, dicom=False)
+        for it in read_manifest(paths["cxr"], validate=False)["training"]:
+            lung = np.asarray(Image.open(paths["cxr"].parent / it["mask"])) > 127
+            noisy = lung ^ (rng.random(lung.shape) < 0.03)  # speckle: holes inside, blobs outside
+            maps.append(torch.as_tensor(noisy[None].astype(np.int64)))
+    for _ in range(12):
+        lm = np.zeros((1, 48, 48), np.int64)
+        for _ in range(6):
+            (r, c), (h, w) = rng.integers(0, 40, 2), rng.integers(4, 16, 2)
+            lm[0, r : r + h, c : c + w] = rng.integers(1, classes)
+        lm[0][rng.random((48, 48)) < 0.05] = 0
+        maps.append(torch.as_tensor(lm))
+    return maps
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_clean_label_map_with_monai_fill_holes_equals_the_old_code(tmp_path, classes):
+    from monai.transforms import FillHoles
+
+    from medfuse.workflows.segmentation import clean_label_map
+
+    maps = _representative_label_maps(tmp_path, classes)
+    for lm in maps:
+        for keep in (0, 1, 2, 3):
+            for fill in (False, True):
+                new, old = clean_label_map(lm, keep, fill), _old_clean_label_map(lm, keep, fill)
+                assert new.shape == old.shape and new.dtype == old.dtype
+                assert torch.equal(new, old), (keep, fill)
+    # MONAI's FillHoles on the label map itself: the same on binary maps, per-label (different) on more classes
+    differ = [float((torch.as_tensor(np.asarray(FillHoles(connectivity=1)(lm.numpy().copy())))
+                     != clean_label_map(lm, 0, True)).float().mean()) for lm in maps]
+    if classes == 2:
+        assert max(differ) == 0.0
+    else:
+        assert 0.0 < max(differ) < 0.01  # the docstring of clean_label_map quotes this measure
+
+
+def test_segmentation_metric_one_hot_equals_the_old_helper():
+    rng = np.random.default_rng(0)
+    metric = SegmentationMetric(num_classes=4)
+    for shape in ((1, 16, 16), (1, 7, 9), (1, 5, 6, 4)):
+        lm = torch.as_tensor(rng.integers(0, 4, shape))
+        new = metric._one_hot(lm.float())
+        old = _old_one_hot(lm.unsqueeze(0), 4)
+        assert new.shape == old.shape == (1, 4, *shape[1:]) and new.dtype == old.dtype
+        torch.testing.assert_close(new, old, atol=1e-6, rtol=0)

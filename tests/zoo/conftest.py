@@ -28,16 +28,12 @@ def schema(shared_data):
 
 
 @pytest.fixture(scope="session")
-def zoo_demo_data(tmp_path_factory):
-    """``{"cxr": manifest, "oct": manifest, ...}`` of a tiny synthetic data set (64 px, some DICOM)."""
-    from medfuse.data.demo import make_demo_data
+def zoo_demo_data(demo_data, tmp_path_factory):
+    """``{"cxr": manifest, "oct": manifest, ..., "cxr_detection": manifest}``: the session's tiny demo data
+    (``tests/conftest.py``) and a tiny detection demo in a folder of its own."""
+    from medfuse.data.demo.detection import make_demo_detection
 
-    from medfuse.data.demo_detection import make_demo_detection
-
-    out = tmp_path_factory.mktemp("zoo_demo") / "data"
-    manifests = make_demo_data(out, n_cxr=24, n_oct=24, image_size=64, seed=0, dicom=True)
-    manifests["cxr_detection"] = make_demo_detection(out, n=24, image_size=64)  # the detection bundle's default name
-    return manifests
+    return {**demo_data, "cxr_detection": make_demo_detection(tmp_path_factory.mktemp("zoo_det"), 24, image_size=64)}
 
 
 @pytest.fixture(scope="session")

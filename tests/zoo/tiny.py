@@ -38,7 +38,8 @@ PER_BUNDLE: dict[str, dict[str, Any]] = {
     "oct_dual_cross_attention": dict(_DUAL_CROSS_ATTENTION),
     # issue 6's bundle (arrives with that branch): a narrow BasicUNet, as in its own bundle tests
     "cxr_multi_output_unet": {"features": [4, 4, 8, 8, 16, 4]},
-    "cxr_dualattnet_detection": {"backbone": "resnet18", "fpn_channels": 32, "base_anchor_shapes": [[4, 4], [8, 8], [16, 16]]},
+    "cxr_dualattnet_detection": {"demo_manifest": "cxr_detection", "backbone": "resnet18", "fpn_channels": 32,
+                                 "base_anchor_shapes": [[4, 4], [8, 8], [16, 16]]},
 }
 
 

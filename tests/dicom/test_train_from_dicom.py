@@ -15,12 +15,10 @@ from tests.bundles.helpers import configs, run_workflow, tiny_overrides
 
 
 @pytest.fixture(scope="module")
-def hospital_export(tmp_path_factory):
+def hospital_export(demo_data, tmp_path_factory):
     """The demo CR DICOM files laid out like a CD export (no extensions) plus a label CSV keyed by PatientID."""
-    from medfuse.data.demo import make_demo_data
-
     tmp = tmp_path_factory.mktemp("dicom_train")
-    demo = make_demo_data(tmp / "demo", n_cxr=24, n_oct=4, image_size=64, seed=0, dicom=True)
+    demo = demo_data
     source = json.loads(demo["cxr_dicom"].read_text())
     export = tmp / "CD" / "DICOM"
     rows = []

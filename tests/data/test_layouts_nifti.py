@@ -15,9 +15,9 @@ import pytest
 from monai.data import load_decathlon_datalist
 
 from medfuse.commands.nifti2manifest import main
-from medfuse.data.demo_volumes import make_demo_volumes
+from medfuse.data.demo.volumes import make_demo_volumes
 from medfuse.data.manifest import read_manifest, write_manifest
-from medfuse.data.nifti_layouts import (
+from medfuse.data.layouts.nifti import (
     SYNAPSE_CLASSES,
     SYNAPSE_LABEL_MAP,
     SYNAPSE_TEST_CASES,

@@ -4,7 +4,7 @@
 
 :func:`make_demo_volumes` writes ``volumes/patientNNN/patientNNN_frameXX.nii.gz`` with ``_gt`` labels and
 ``Info.cfg`` (ED / ES frames, group), exactly as ACDC lays out its data, and then builds ``vol_manifest.json``
-with :func:`medfuse.data.nifti_layouts.nifti_to_manifest` (``layout="acdc"``), so the demo exercises the real
+with :func:`medfuse.data.layouts.nifti.nifti_to_manifest` (``layout="acdc"``), so the demo exercises the real
 converter. Each phantom is a short-axis stack: a left-ventricle blood pool (disc, label 3), a myocardium ring
 around it (label 2) and a right-ventricle crescent beside it (label 1), shrinking towards the apex; end-systole
 has a smaller cavity and a thicker wall than end-diastole. 64 x 64 pixels of 1.5 x 1.5 mm, 8-12 slices 8 mm
@@ -92,7 +92,7 @@ def make_demo_volumes(out_dir: str | os.PathLike, n_volumes: int, seed: int = 0)
 
     Returns:
         the path of ``out_dir/vol_manifest.json``, made by
-        :func:`~medfuse.data.nifti_layouts.nifti_to_manifest` (``layout="acdc"``, patient-level 0.8/0.1/0.1
+        :func:`~medfuse.data.layouts.nifti.nifti_to_manifest` (``layout="acdc"``, patient-level 0.8/0.1/0.1
         split); its report is ``vol_manifest.report.json``.
 
     Raises:
@@ -101,7 +101,7 @@ def make_demo_volumes(out_dir: str | os.PathLike, n_volumes: int, seed: int = 0)
     import nibabel as nib
 
     from medfuse.data.manifest import write_manifest
-    from medfuse.data.nifti_layouts import nifti_to_manifest
+    from medfuse.data.layouts.nifti import nifti_to_manifest
     from medfuse.utils.io import atomic_write_json
 
     if isinstance(n_volumes, bool) or int(n_volumes) < 1:
@@ -140,7 +140,7 @@ def make_demo_volumes(out_dir: str | os.PathLike, n_volumes: int, seed: int = 0)
         root, manifest_path, layout="acdc", seed=seed, arguments={"n_volumes": int(n_volumes), "seed": seed},
         tool="medfuse demo-data (make_demo_volumes)",
     )
-    manifest["provenance"]["synthetic"] = "ACDC-layout cardiac phantoms made by medfuse.data.demo_volumes (no real data)"
+    manifest["provenance"]["synthetic"] = "ACDC-layout cardiac phantoms made by medfuse.data.demo.volumes (no real data)"
     write_manifest(manifest, manifest_path)
     atomic_write_json(out_dir / "vol_manifest.report.json", report.to_dict())
     return manifest_path

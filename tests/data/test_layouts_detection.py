@@ -14,7 +14,7 @@ from monai.data import load_decathlon_datalist
 from PIL import Image
 
 from medfuse.commands import coco2manifest, vindr2manifest
-from medfuse.data.detection_layouts import coco_to_manifest, fuse_reader_boxes, vindr_to_manifest
+from medfuse.data.layouts.detection import coco_to_manifest, fuse_reader_boxes, vindr_to_manifest
 from medfuse.data.manifest import load_split, read_manifest, validate_manifest, write_manifest
 from medfuse.errors import DataError, ManifestError
 from tests.conftest import require

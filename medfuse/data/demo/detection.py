@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfuse.data.demo import cxr_phantom
+from medfuse.data.demo.cxr import cxr_phantom
 
 __all__ = ["DETECTION_CLASSES", "DETECTION_MANIFEST_NAME", "DETECTION_DIR", "make_demo_detection"]
 
@@ -132,7 +132,7 @@ def make_demo_detection(out_dir: str | os.PathLike, n: int, seed: int = 0, image
     for item in items:
         del item["_stratum"]
     provenance = make_provenance(
-        "medfuse.data.demo_detection.make_demo_detection", out,
+        "medfuse.data.demo.detection.make_demo_detection", out,
         {"n": n, "seed": seed, "image_size": size},
         box_format="[x_min, y_min, x_max, y_max] pixels, x = column",
     )

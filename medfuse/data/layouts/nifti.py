@@ -38,16 +38,15 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from medfuse.data.manifest import make_provenance, new_manifest, summarize_manifest
+from medfuse.data.layouts._common import _finish
+from medfuse.data.layouts.report import ConversionReport
+from medfuse.data.manifest import make_provenance, new_manifest
 from medfuse.data.splits import carve_validation, parse_fractions, split_items
 from medfuse.errors import DataError
-
-if TYPE_CHECKING:  # layouts re-exports this module: import it lazily at run time
-    from medfuse.data.layouts import ConversionReport
 
 __all__ = [
     "NIFTI_LAYOUTS",
@@ -483,8 +482,6 @@ def nifti_to_manifest(
     Raises:
         DataError: a missing folder, no usable volume, bad options, label values outside the map.
     """
-    from medfuse.data.layouts import ConversionReport
-
     if layout not in NIFTI_LAYOUTS:
         raise DataError(f"--layout {layout!r}: use one of {', '.join(NIFTI_LAYOUTS)}")
     root, out = Path(root), Path(out)
@@ -753,13 +750,4 @@ def nifti_to_manifest(
             "frame ED = the earlier of a patient's two labelled frames",
         ]
     manifest = new_manifest("segmentation", class_list, provenance, parts["training"], parts["validation"], parts["test"])
-    report.summary = summarize_manifest(manifest)
-    report.check_counts()
-    manifest["provenance"]["counts"] = {
-        "found": report.found,
-        "written": report.written,
-        "paired": report.paired,
-        "skipped": len(report.skipped),
-        "skipped_by_reason": {k: len(v) for k, v in report.skipped_by_reason().items()},
-    }
-    return manifest, report
+    return _finish(manifest, report)

@@ -34,7 +34,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from medfuse.data.layouts import ConversionReport
+from medfuse.data.layouts._common import _finish as _finish_counts
+from medfuse.data.layouts.report import ConversionReport
 from medfuse.data.manifest import make_provenance, new_manifest, summarize_manifest
 from medfuse.data.splits import group_indices, parse_fractions, split_items
 from medfuse.errors import DataError
@@ -223,16 +224,8 @@ def _split_per_image(items: list[dict], fractions, seed: int, report: Conversion
 
 
 def _finish(manifest: dict, report: ConversionReport, counts: _BoxCounts) -> tuple[dict, ConversionReport]:
-    report.summary = summarize_manifest(manifest)
-    report.check_counts()
-    manifest["provenance"]["counts"] = {
-        "found": report.found,
-        "written": report.written,
-        "skipped": len(report.skipped),
-        "skipped_by_reason": {k: len(v) for k, v in report.skipped_by_reason().items()},
-        "duplicate_sets": len(report.duplicate_sets),
-        "boxes": dict(counts.c),
-    }
+    manifest, report = _finish_counts(manifest, report)
+    manifest["provenance"]["counts"]["boxes"] = dict(counts.c)
     return manifest, report
 
 
