@@ -146,7 +146,6 @@ def detection_inference_items(
     split: str = "test",
     meta_keys: Sequence[str] = DEFAULT_META_KEYS,
     limit: int = 0,
-    num_classes: int = 0,
 ) -> list[dict]:
     """Items to predict: a folder of images (``input_dir``) or a manifest split, exactly one. Folder items (and
     manifest items without boxes) get empty boxes and ``has_gt = 0``.
