@@ -364,8 +364,14 @@ _CACHE: dict = {}
 def _summarise(records: list[dict], classes: Sequence[str]) -> dict:
     from medfuse.evaluation.detection import detection_metrics
 
-    key = (len(records), tuple(classes), sum(float(np.sum(r["scores"])) for r in records),
-           sum(float(np.sum(r["gt_boxes"])) for r in records), sum(len(r["boxes"]) for r in records))
+    import hashlib
+
+    digest = hashlib.sha1(repr(list(classes)).encode())
+    for r in records:  # the same records (all metrics of one evaluator run) share one COCO matching
+        for k in ("boxes", "classes", "scores", "gt_boxes", "gt_classes", "label", "image_scores"):
+            digest.update(np.ascontiguousarray(r[k]).tobytes())
+            digest.update(b"|")
+    key = (len(records), digest.hexdigest())
     if _CACHE.get("key") == key:
         return _CACHE["value"]
     m = detection_metrics([r["boxes"] for r in records], [r["classes"] for r in records], [r["scores"] for r in records],
