@@ -14,7 +14,8 @@ Task layers (each usable by any network of its task; bundle configs name them by
 * :mod:`~medfuse.workflows.multi_output`: segmentation + diagnosis networks (the multi-output U-Net), built on the
   two: partly annotated items and joint transforms, two-output batch / inferer / post-processing, lung-CAM
   evaluator and writer, head calibration;
-* ``detection``: boxes in and out; its contract is in ``docs/architecture.md`` (built with DualAttNet).
+* :mod:`~medfuse.workflows.detection`: box detectors: items, collation, the trainer step, :class:`DetectionMetric`
+  (``val_map`` ...), :class:`DetectionWriter` (``boxes.csv``, FROC, overlays); contract in ``docs/architecture.md``.
 
 Task-neutral modules:
 
