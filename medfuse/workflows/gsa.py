@@ -182,7 +182,8 @@ def _load_images(items: Sequence[Mapping], image_size: int, in_channels: int = 1
     from medfuse.transforms.presets import cxr_eval_transforms
 
     tf = cxr_eval_transforms(keys=["image"], image_size=int(image_size), in_channels=int(in_channels))
-    return [torch.as_tensor(tf(dict(it))["image"]).float() for it in items]
+    # plain tensors, not MONAI MetaTensors: a basis built from them is saved in the checkpoint
+    return [torch.from_numpy(np.asarray(tf(dict(it))["image"], dtype=np.float32)) for it in items]
 
 
 def image_basis_from_items(
