@@ -36,6 +36,7 @@ __all__ = [
     "build_gsa_loss",
     "gsa_block",
     "gsa_map_mean",
+    "add_log_columns",
     "image_basis_from_items",
     "log_columns",
     "map_collapsed",
@@ -152,6 +153,20 @@ def log_columns(network: Any) -> dict:
         return gsa_map_mean(network)
 
     return {"gsa_map_mean": _map_mean}
+
+
+def add_log_columns(handlers: Sequence[Any], network: Any) -> int:
+    """Add :func:`log_columns` to every ``EpochLogger`` among ``handlers`` (the trainer's); returns how many.
+
+    Called from the bundle's ``initialize`` (``$medfuse.workflows.gsa.add_log_columns(@train#handlers, @network)``),
+    so the bundle adds its ``gsa_map_mean`` column without restating the base's handler list.
+    """
+    from medfuse.workflows.handlers import EpochLogger
+
+    loggers = [h for h in handlers if isinstance(h, EpochLogger)]
+    for h in loggers:
+        h.extra_columns.update(log_columns(network))
+    return len(loggers)
 
 
 def build_gsa_loss(
