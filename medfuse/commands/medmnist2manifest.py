@@ -3,9 +3,10 @@
 """``medfuse medmnist2manifest FILE.npz --out DIR``: MedMNIST arrays -> PNG files + manifest.
 
 Writes ``DIR/images/<split>/<split>_<index>.png`` and ``DIR/manifest.json``, keeping the
-official train/val/test splits (``--val-as-test``: val becomes test, validation is carved from train). ``--download NAME`` fetches ``NAME.npz`` first (standard
-library only, short timeout); offline it fails with instructions to download the file by
-hand. See :func:`medfuse.data.layouts.medmnist_to_manifest`.
+official train/val/test splits (``--val-as-test``: val becomes test, validation is carved
+from train). ``--download NAME`` fetches ``NAME.npz`` first (standard library only, short
+timeout); offline it fails with instructions to download the file by hand. See
+:func:`medfuse.data.layouts.medmnist_to_manifest`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@
 * :mod:`~medfuse.workflows.handlers`: per-epoch log, predictions writer, progress bar, LR schedule;
 * :mod:`~medfuse.workflows.bundle`: run a bundle's train / evaluate / inference from Python;
 * :mod:`~medfuse.workflows.segmentation`: segmentation + classification glue (partly annotated items, joint
-  transforms, two-output inferer and post-processing, Dice/IoU/HD95 evaluation, mask and lung-CAM writers).
+  transforms, two-output inferer and post-processing, Dice/IoU/HD95 evaluation, mask and lung-CAM writers);
+* :mod:`~medfuse.workflows.gsa`: the global spatial attention bundle (classifier with or without the map, its
+  loss, the image basis, map files); imported on use (``$import medfuse.workflows.gsa``).
 """
 
 from .bundle import bundle_dir, compose_bundle, run_bundle

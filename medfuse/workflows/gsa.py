@@ -243,7 +243,8 @@ def _mean_image(data: Any, image_size: int, image_key: str = "image", limit: int
     import torch.nn.functional as F
 
     total, n = None, 0
-    if isinstance(data, (list, tuple)) and data and isinstance(data[0], Mapping) and isinstance(data[0].get(image_key), str):
+    items = isinstance(data, (list, tuple)) and data and isinstance(data[0], Mapping)
+    if items and isinstance(data[0].get(image_key), str):
         data = [torch.stack(_load_images(data[i:i + 16], image_size)) for i in range(0, len(data), 16)]
     for batch in data if data is not None else []:
         x = batch[image_key] if isinstance(batch, Mapping) else batch
