@@ -187,6 +187,22 @@ def test_bad_names_list_the_valid_values(kwargs, valid):
     assert valid in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("key, value, valid", [("classifier", "vgg16", "densenet121, resnet18"),
+                                               ("gsa_at", "layer9", "input, layer1, layer2, layer3, layer4")])
+def test_bad_names_in_the_config(demo_data, tmp_path, key, value, valid):
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=layered(CFG / "train.json"), workflow_type="train", logging_file=False,
+                        **tiny_overrides(demo_data["cxr"], tmp_path, **{key: value}))
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps errors raised inside config expressions
+        wf.initialize()
+    cause = err.value
+    while cause is not None and not (isinstance(cause, ValueError) and "valid values" in str(cause)):
+        cause = cause.__cause__
+    assert cause is not None, err.value
+    assert valid in str(cause) and repr(value) in str(cause) and "\n" not in str(cause)
+
+
 def test_a_stage_and_collapse_check(tmp_path, caplog):
     net = build_gsa_classifier("resnet18", at="layer2", map_size=[4, 4])
     assert net.applied_by == "sequential" and net(torch.rand(1, 1, 64, 64)).shape == (1, 2)
