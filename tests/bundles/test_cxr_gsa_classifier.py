@@ -22,8 +22,8 @@ from medfuse.data.manifest import read_manifest
 from medfuse.errors import DataError
 from medfuse.evaluation import read_predictions
 from medfuse.networks.nets import GlobalSpatialAttentionNet
-from medfuse.workflows.gsa import build_gsa_classifier, image_basis_from_items, map_collapsed, write_gsa_maps
 from medfuse.workflows import split_items
+from medfuse.workflows.gsa import build_gsa_classifier, image_basis_from_items, map_collapsed, write_gsa_maps
 from tests.bundles.helpers import SCHEMA, configs, flat_config, layered, run_workflow
 
 BUNDLE = "cxr_gsa_classifier"
@@ -243,3 +243,30 @@ def test_torchrun_multi_gpu_config_on_cpu(demo_data, tmp_path):
     assert len(rows) == 2 and all(0 < r["gsa_map_mean"] < 1 for r in rows)
     assert (run / "model.pt").is_file() and all((run / name).is_file() for name in MAP_FILES)
     assert json.loads((run / "calibration.json").read_text())["temperature"] > 0
+
+
+@pytest.mark.slow
+def test_ablation_script_on_demo_data(demo_data, tmp_path, capsys):
+    """benchmarks/gsa_ablation.py end to end: 2 seeds x 2 arms, 1 epoch, final-epoch weights, paired CIs, map check."""
+    import importlib.util
+
+    from tests.bundles.helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("gsa_ablation", REPO / "benchmarks" / "gsa_ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    out = tmp_path / "gsa_demo.json"
+    assert ablation.main(["--manifest", str(demo_data["cxr"]), "--image-size", "64", "--epochs", "1", "--seeds", "0,1",
+                          "--batch-size", "4", "--n-boot", "50", "--output-dir", str(tmp_path / "runs"),
+                          "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(r["seed"], r["arm"]) for r in result["runs"]] == [(0, "gsa"), (0, "none"), (1, "gsa"), (1, "none")]
+    for r in result["runs"]:
+        assert r["checkpoint"].endswith("last_model_epoch=1.pt") and r["n_test"] > 0 and r["wall_s"] > 0
+        assert (r["map_mean"] is None) == (r["arm"] == "none")
+    assert [p["seed"] for p in result["paired"]] == [0, 1]
+    assert all({"diff", "low", "high"} <= set(p["auc"]) for p in result["paired"])
+    assert result["summary"]["gsa"]["auc"]["n"] == 2
+    check = result["map_check"][0]  # the demo items carry lung masks
+    assert 0 < check["lung_area_share"] < 1 and 0 <= check["share_inside_lungs"] <= 1
+    assert "dAUC (GSA - none)" in capsys.readouterr().out
