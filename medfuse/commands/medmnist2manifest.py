@@ -3,9 +3,10 @@
 """``medfuse medmnist2manifest FILE.npz --out DIR``: MedMNIST arrays -> PNG files + manifest.
 
 Writes ``DIR/images/<split>/<split>_<index>.png`` and ``DIR/manifest.json``, keeping the
-official train/val/test splits. ``--download NAME`` fetches ``NAME.npz`` first (standard
-library only, short timeout); offline it fails with instructions to download the file by
-hand. See :func:`medfuse.data.layouts.medmnist_to_manifest`.
+official train/val/test splits (``--val-as-test``: val becomes test, validation is carved
+from train). ``--download NAME`` fetches ``NAME.npz`` first (standard library only, short
+timeout); offline it fails with instructions to download the file by hand. See
+:func:`medfuse.data.layouts.medmnist_to_manifest`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def build_parser(prog: str = "medfuse medmnist2manifest") -> argparse.ArgumentPa
         help="byte-identical images in two official splits: keep the official splits (default; items marked) "
         "or drop the later copies",
     )
+    p.add_argument(
+        "--val-as-test", action="store_true",
+        help="the official val split becomes test and validation is carved from train (--val-fraction, per image, "
+        "stratified, --seed); the official test split is left out, kept for a final check",
+    )
     p.add_argument("--download", default=None, metavar="NAME", help="download NAME.npz (e.g. pneumoniamnist) first")
     p.add_argument("--download-dir", default=None, help="where --download saves the file (default: --out)")
     p.add_argument("--url", default=None, help="download address for --download (default: the official one)")
@@ -58,7 +64,7 @@ def _run(args) -> int:
     out = Path(args.out)
     manifest, report = medmnist_to_manifest(
         npz, out, manifest_name=args.manifest_name, dataset=args.dataset, task=args.task,
-        cross_split_duplicates=args.cross_split_duplicates, **common_options(args),
+        cross_split_duplicates=args.cross_split_duplicates, val_as_test=args.val_as_test, **common_options(args),
     )
     return write_outputs(manifest, report, out / args.manifest_name, args.report)
 

@@ -25,7 +25,9 @@ Task-neutral modules:
 * :mod:`~medfuse.workflows.metrics`: validation metrics (AUC, AUPR, accuracy) as ignite metrics;
 * :mod:`~medfuse.workflows.inferers`: plain or Monte-Carlo dropout inference;
 * :mod:`~medfuse.workflows.handlers`: per-epoch log, predictions writer, progress bar, LR schedule;
-* :mod:`~medfuse.workflows.bundle`: layered bundle configs; run a bundle's train / evaluate / inference from Python.
+* :mod:`~medfuse.workflows.bundle`: layered bundle configs; run a bundle's train / evaluate / inference from Python;
+* :mod:`~medfuse.workflows.gsa`: the global spatial attention bundle (classifier with or without the map, its
+  loss, the image basis, map files); imported on use (``$import medfuse.workflows.gsa``).
 
 The names below are re-exported here (``medfuse.workflows.ClassificationMetric``, as the configs write them).
 ``medfuse.workflows.segmentation.<name>`` still resolves the multi-output names that moved to

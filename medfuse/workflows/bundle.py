@@ -220,8 +220,24 @@ LAYER_FILES_KEY = "layer_files"
 _COMPOSE_CALL = "$medfuse.workflows.compose_bundle()"
 
 
+def _same_ids(value: Any) -> Any:
+    """``value`` with every ``#`` of its strings written ``::``, as MONAI's parser rewrites references it has parsed."""
+    if isinstance(value, str):
+        return value.replace("#", "::")
+    if isinstance(value, dict):
+        return {k: _same_ids(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_same_ids(v) for v in value]
+    return value
+
+
 def _leaf_overrides(current: Any, loaded: Any, prefix: str = "") -> dict:
-    """``{id: value}`` of what differs between the running config and the files as loaded (the overrides)."""
+    """``{id: value}`` of what differs between the running config and the files as loaded (the overrides).
+
+    A reference the parser has already rewritten (``@train#data`` -> ``@train::data``) is no difference: otherwise
+    a ``"+run"`` / ``"+initialize"`` list of the bundle's own file would come back as an override and replace
+    the composed list.
+    """
     out: dict = {}
     for key, value in current.items():
         ident = f"{prefix}{key}"
@@ -229,7 +245,7 @@ def _leaf_overrides(current: Any, loaded: Any, prefix: str = "") -> dict:
             out[ident] = value
         elif isinstance(value, dict) and isinstance(loaded[key], dict):
             out.update(_leaf_overrides(value, loaded[key], ident + "#"))
-        elif value != loaded[key]:
+        elif _same_ids(value) != _same_ids(loaded[key]):
             out[ident] = value
     return out
 

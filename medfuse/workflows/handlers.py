@@ -60,6 +60,9 @@ class EpochLogger:
         name: base file name. Defaults to ``"log"``.
         formats: any of ``"csv"``, ``"jsonl"``.
         loss_transform: maps the trainer output to the loss; defaults to the MONAI ``loss`` key.
+        extra_columns: more columns a bundle adds, ``{name: callable(engine) -> value}``, called at the end
+            of each epoch after the evaluator's metrics (e.g. ``{"gsa_map_mean": ...}``); a callable that
+            returns None leaves that row's cell empty.
     """
 
     def __init__(
@@ -70,10 +73,15 @@ class EpochLogger:
         name: str = "log",
         formats: Sequence[str] = ("csv", "jsonl"),
         loss_transform: Callable = from_engine(["loss"], first=True),
+        extra_columns: dict[str, Callable[[Engine], Any]] | None = None,
     ) -> None:
         bad = [f for f in formats if f not in ("csv", "jsonl")]
         if bad:
             raise ValueError(f"formats must be 'csv' and/or 'jsonl', got {bad}")
+        not_callable = [k for k, fn in dict(extra_columns or {}).items() if not callable(fn)]
+        if not_callable:
+            raise ValueError(f"extra_columns values must be callables engine -> value, not for {not_callable}")
+        self.extra_columns = dict(extra_columns or {})
         self.log_dir = Path(log_dir)
         self.evaluator = evaluator
         self.optimizer = optimizer
@@ -128,6 +136,8 @@ class EpochLogger:
                         row[k] = float(v)
                 row["best_val_metric"] = _scalar(getattr(ev, "best_metric", None))
                 row["best_val_epoch"] = _scalar(getattr(ev, "best_metric_epoch", None))
+        for name, fn in self.extra_columns.items():
+            row[name] = _scalar(fn(engine))
         row["lr"] = self._lr
         row["time_s"] = round(time.perf_counter() - self._t0, 3)
         self.rows.append(row)

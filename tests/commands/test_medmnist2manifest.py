@@ -77,3 +77,33 @@ def test_pneumoniamnist_real(shared_data, tmp_path, capsys):
         assert [labels.count(0), labels.count(1)] == expected
     data = load_decathlon_datalist(str(out / "manifest.json"), is_segmentation=False, data_list_key="training")
     assert len(data) == 4708 and Path(data[0]["image"]).is_file()
+
+
+def test_val_as_test(tmp_path, capsys):
+    """--val-as-test: official val -> test, validation carved from train (per image, stratified, seeded)."""
+    npz = write_npz(tmp_path / "pneumoniamnist.npz", n=(20, 6, 4))
+    out = tmp_path / "out"
+    args = [str(npz), "--out", str(out), "--val-as-test", "--val-fraction", "0.2"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "found 26 = written 26 + skipped 0" in text and "official test split (4 images) is left out" in text
+    m = read_manifest(out / "manifest.json")
+    test, val, train = m["test"], m["validation"], m["training"]
+    assert len(test) == 6 and {it["source_split"] for it in test} == {"val"}
+    assert sorted(it["source_index"] for it in test) == list(range(6))
+    assert len(train) + len(val) == 20 and {it["source_split"] for it in train + val} == {"train"}
+    assert len(val) == 4 and sorted(it["label"] for it in val) == [0, 0, 1, 1]  # stratified by label
+    assert not {it["source_index"] for it in train} & {it["source_index"] for it in val}
+    assert not (out / "images" / "test").exists()
+    # seeded: the same seed gives the same carve, another seed another one
+    assert main(args + ["--out", str(tmp_path / "again")]) == 0
+    assert read_manifest(tmp_path / "again" / "manifest.json")["validation"] == val
+    assert main(args + ["--out", str(tmp_path / "s1"), "--seed", "1"]) == 0
+    other = read_manifest(tmp_path / "s1" / "manifest.json")["validation"]
+    assert {it["source_index"] for it in other} != {it["source_index"] for it in val}
+    # without official val arrays there is nothing to turn into the test split
+    capsys.readouterr()
+    no_val = write_npz(tmp_path / "noval.npz", splits=("train", "test"), n=(6, 3))
+    assert main([str(no_val), "--out", str(tmp_path / "o"), "--val-as-test"]) == 1
+    err = capsys.readouterr().err
+    assert "--val-as-test needs the official val_* arrays" in err and err.count("\n") == 1

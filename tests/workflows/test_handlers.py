@@ -102,6 +102,24 @@ def test_training_logs_and_predictions(tmp_path):
     assert m["accuracy"] == pytest.approx(evaluator.state.metrics["val_acc"])
 
 
+def test_epoch_logger_extra_columns(tmp_path):
+    """A bundle adds columns with extra_columns {name: callable(engine)}; None leaves the cell empty."""
+    torch.manual_seed(0)
+    net = TinyNet()
+    logger = EpochLogger(tmp_path, extra_columns={"twice_epoch": lambda e: 2 * e.state.epoch, "nothing": lambda e: None})
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=2, train_data_loader=DataLoader(_data(8, 0), batch_size=4),
+        network=net, optimizer=torch.optim.SGD(net.parameters(), lr=1e-2),
+        loss_function=torch.nn.CrossEntropyLoss(), train_handlers=[logger],
+    )
+    trainer.run()
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["twice_epoch"] for r in rows] == ["2", "4"] and [r["nothing"] for r in rows] == ["", ""]
+    with pytest.raises(ValueError, match="callables"):
+        EpochLogger(tmp_path, extra_columns={"x": 3})
+
+
 def test_mc_dropout_inference_without_labels(tmp_path):
     torch.manual_seed(0)
     net = TinyNet()

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -46,8 +45,10 @@ def trained_run(zoo_demo_data, tmp_path_factory):
 
     def train(bundle: str) -> Path:
         if bundle not in cache:
+            from medfuse.workflows.bundle import compose_layers, config_layers
+
             cfg = BUNDLES / bundle / "configs" / "train.json"
-            config = json.loads(cfg.read_text())
+            config = compose_layers(config_layers(BUNDLES / bundle, "train.json"))  # a layered bundle's keys too
             data_dir = Path(next(iter(zoo_demo_data.values()))).parent
             extra = {"dataset_dir": str(data_dir)}
             demo_manifest = PER_BUNDLE.get(bundle, {}).get("demo_manifest")

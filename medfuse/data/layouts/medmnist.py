@@ -153,6 +153,7 @@ def medmnist_to_manifest(
     progress: bool | None = None,
     arguments: Mapping[str, Any] | None = None,
     tool: str = "medfuse medmnist2manifest",
+    val_as_test: bool = False,
 ) -> tuple[dict, ConversionReport]:
     """Write a MedMNIST npz as PNG files and build its manifest.
 
@@ -180,6 +181,11 @@ def medmnist_to_manifest(
             ``"drop"`` removes the copies in the later split (val after train, test after both)
             and records ``sha256`` for every item.
         progress, arguments, tool: as for :func:`folder_to_manifest`.
+        val_as_test: the official ``val`` split becomes ``test`` and validation is carved from the
+            official ``train`` split (``val_fraction``, per image, stratified by label, seeded; identical
+            images kept together); the official ``test`` split is left out of the manifest (no PNGs
+            written), kept for a final check. For model selection that never sees the reported split.
+            Defaults to False.
 
     Returns:
         ``(manifest, report)``; ``report.found`` counts array rows.
@@ -197,6 +203,17 @@ def medmnist_to_manifest(
     arrays = _load_npz(npz)
     prefixes = [p for p, _ in _MEDMNIST_SPLITS if f"{p}_images" in arrays]
     name = (dataset or "").lower() or _medmnist_name(npz)
+    split_of = dict(_MEDMNIST_SPLITS)
+    if val_as_test:
+        if "val" not in prefixes:
+            raise DataError(f"{npz}: --val-as-test needs the official val_* arrays, and the file has none")
+        if "test" in prefixes:
+            report.notes.append(
+                f"--val-as-test: the official test split ({len(arrays['test_images'])} images) is left out of the "
+                "manifest, the official val split is the test split"
+            )
+        prefixes = [p for p in prefixes if p != "test"]
+        split_of["val"] = "test"
 
     # -- labels and task ---------------------------------------------------------------------
     label_arrays = {p: np.asarray(arrays[f"{p}_labels"]) for p in prefixes}
@@ -239,10 +256,10 @@ def medmnist_to_manifest(
     modes = set()
 
     def rows():
-        for p, split_name in _MEDMNIST_SPLITS:
+        for p, _ in _MEDMNIST_SPLITS:
             if p in prefixes:
                 for i in range(len(arrays[f"{p}_images"])):
-                    yield p, split_name, i
+                    yield p, split_of[p], i
 
     for p, split_name, i in _progress(rows(), total, "medmnist2manifest", progress):
         img = _to_pil(arrays[f"{p}_images"][i], npz, f"{p}_images")
@@ -298,13 +315,13 @@ def medmnist_to_manifest(
                 "--cross-split-duplicates drop removes the later copies)"
             )
 
-    if "val" not in prefixes and items["training"]:
+    if (val_as_test or "val" not in prefixes) and items["training"]:
         f = DEFAULT_VAL_FRACTION if val_fraction is None else float(val_fraction)
         if f > 0:
             items["training"], items["validation"] = carve_validation(items["training"], f, seed=seed)
             report.notes.append(
-                f"no val_* arrays: validation carved from train with --val-fraction {f:g} "
-                f"(identical images kept together), seed {seed}"
+                f"{'--val-as-test' if val_as_test else 'no val_* arrays'}: validation carved from train with "
+                f"--val-fraction {f:g} (per image, stratified by label, identical images kept together), seed {seed}"
             )
     elif val_fraction is not None:
         report.notes.append("--val-fraction ignored: the file has official val_* arrays")
@@ -313,7 +330,8 @@ def medmnist_to_manifest(
         tool, npz, dict(arguments or {}),
         dataset=name or None,
         source_file=str(npz.resolve()),
-        layout="MedMNIST npz: official train/val/test arrays written as PNG files",
+        layout="MedMNIST npz: official train/val/test arrays written as PNG files"
+        + ("; --val-as-test: official val -> test, validation carved from train, official test left out" if val_as_test else ""),
         image_modes=sorted(modes),
         patient_ids=(
             "MedMNIST publishes no patient identifiers: items carry no patient_id and patient-level "
