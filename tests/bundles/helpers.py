@@ -9,6 +9,8 @@ from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
+from tests.tiny import bundle_overrides
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
 SCHEMA = "monai_schema/meta_schema_20240725.json"
@@ -19,21 +21,8 @@ def configs(bundle: str) -> Path:
 
 
 def tiny_overrides(manifest: str | os.PathLike, output_dir: str | os.PathLike) -> dict:
-    """Overrides that shrink a bundle run to seconds on one CPU thread."""
-    return {
-        "manifest": str(manifest),
-        "output_dir": str(output_dir),
-        "image_size": 64,
-        "backbones": ["efficientnet-b0", "resnet10"],
-        "hidden_size": 16,
-        "num_heads": 2,
-        "batch_size": 4,
-        "epochs": 1,
-        "num_workers": 0,
-        "num_threads": 1,
-        "progress": False,
-        "mc_samples": 3,
-    }
+    """Overrides that shrink a dual cross-attention bundle run to seconds on one CPU thread (``tests/tiny.py``)."""
+    return bundle_overrides("cxr_dual_cross_attention", manifest, output_dir)
 
 
 ARCHITECTURE_KEYS = ("image_size", "backbones", "hidden_size", "num_heads")

@@ -19,6 +19,7 @@ from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_
 
 from medfuse.data.manifest import read_manifest
 from tests.bundles.helpers import SCHEMA, configs, flat_config, layered, run_workflow
+from tests.tiny import bundle_overrides
 
 BUNDLE = "cxr_dualattnet_detection"
 CFG = configs(BUNDLE)
@@ -27,21 +28,7 @@ ARCHITECTURE = ("image_size", "backbone", "fpn_channels", "base_anchor_shapes", 
 
 
 def tiny_overrides(manifest, output_dir) -> dict:
-    return {
-        "manifest": str(manifest),
-        "output_dir": str(output_dir),
-        "image_size": 64,
-        "backbone": "resnet18",
-        "fpn_channels": 32,
-        "base_anchor_shapes": [[4, 4], [8, 8], [16, 16]],
-        "batch_size": 4,
-        "epochs": 1,
-        "num_workers": 0,
-        "num_threads": 1,
-        "progress": False,
-        "learning_rate": 0.001,
-        "amp": False,
-    }
+    return bundle_overrides(BUNDLE, manifest, output_dir, learning_rate=0.001, amp=False)
 
 
 def without_architecture(overrides: dict) -> dict:

@@ -25,6 +25,7 @@ from medfuse.networks.nets import GlobalSpatialAttentionNet
 from medfuse.workflows import split_items
 from medfuse.workflows.gsa import build_gsa_classifier, image_basis_from_items, map_collapsed, write_gsa_maps
 from tests.bundles.helpers import SCHEMA, configs, flat_config, layered, run_workflow
+from tests.tiny import bundle_overrides
 
 BUNDLE = "cxr_gsa_classifier"
 CFG = configs(BUNDLE)
@@ -32,17 +33,7 @@ MAP_FILES = ("gsa_map.npy", "gsa_map.png", "gsa_overlay.png")
 
 
 def tiny_overrides(manifest, output_dir, **extra) -> dict:
-    return {
-        "manifest": str(manifest),
-        "output_dir": str(output_dir),
-        "image_size": 64,
-        "batch_size": 4,
-        "epochs": 2,
-        "num_workers": 0,
-        "num_threads": 1,
-        "progress": False,
-        **extra,
-    }
+    return bundle_overrides(BUNDLE, manifest, output_dir, **{"epochs": 2, **extra})
 
 
 def without_architecture(overrides: dict) -> dict:

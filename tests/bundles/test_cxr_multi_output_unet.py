@@ -21,6 +21,7 @@ from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_
 from medfuse.data.manifest import read_manifest
 from medfuse.evaluation import read_predictions
 from tests.bundles.helpers import SCHEMA, configs, flat_config, layered, run_workflow
+from tests.tiny import bundle_overrides
 
 BUNDLE = "cxr_multi_output_unet"
 CFG = configs(BUNDLE)
@@ -28,18 +29,7 @@ FEATURES = [4, 4, 8, 8, 16, 4]
 
 
 def tiny_overrides(manifest, output_dir) -> dict:
-    return {
-        "manifest": str(manifest),
-        "output_dir": str(output_dir),
-        "image_size": 64,
-        "features": FEATURES,
-        "batch_size": 4,
-        "epochs": 2,
-        "num_workers": 0,
-        "num_threads": 1,
-        "progress": False,
-        "learning_rate": 0.01,
-    }
+    return bundle_overrides(BUNDLE, manifest, output_dir, epochs=2, learning_rate=0.01)
 
 
 ARCHITECTURE = ("image_size", "features")

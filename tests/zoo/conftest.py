@@ -39,7 +39,7 @@ def zoo_demo_data(demo_data, tmp_path_factory):
 def trained_run(zoo_demo_data, tmp_path_factory):
     """``trained_run(bundle) -> run folder``: one epoch of the bundle's own train.json on the demo data, cached."""
     from tests.bundles.helpers import run_workflow
-    from tests.zoo.tiny import PER_BUNDLE, tiny_overrides
+    from tests.tiny import PER_BUNDLE, tiny_overrides
 
     cache: dict[str, Path] = {}
 
