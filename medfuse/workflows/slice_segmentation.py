@@ -226,8 +226,10 @@ def check_item(item: dict, data_mode: str = "2d", label_key: str = "label") -> N
                             "onto the image grid (nearest neighbour) or pair the right files")
 
 
-def _item(it: dict, present: Sequence[str]) -> dict:
-    item = {"image": it["image"], "image_path": it["image"]}
+def _item(it: dict, present: Sequence[str], data_mode: str = "2d") -> dict:
+    # volume mode: no "image_path" key, because MONAI's Spacingd updates every "image_*" key as a meta dict; the
+    # path is the image's meta "filename_or_obj" there (what item_path falls back to)
+    item = {"image": it["image"]} if data_mode == "volume" else {"image": it["image"], "image_path": it["image"]}
     if it.get("mask"):
         item["label"] = it["mask"]
         item["mask_path"] = it["mask"]
@@ -250,7 +252,7 @@ def slice_segmentation_items(
     limit: int = 0,
     require_mask: bool = True,
 ) -> list[dict]:
-    """Items of one split: ``image``, ``image_path``, ``label`` and ``mask_path`` (the mask), the ``meta_keys``
+    """Items of one split: ``image``, ``image_path`` (2d only), ``label`` and ``mask_path`` (the mask), the ``meta_keys``
     present. With ``require_mask`` items without a mask are left out (and counted in the log; the bundle's
     ``run_info.json`` records :func:`items_without_mask`). Every item is checked by :func:`check_item`.
 
@@ -263,7 +265,7 @@ def slice_segmentation_items(
     if not items:
         raise ManifestError(f"the manifest has no '{split}' items; add them (or choose another split)", manifest)
     present = [k for k in meta_keys if any(k in it for it in items)]
-    out = [_item(it, present) for it in items if it.get("mask") or not require_mask]
+    out = [_item(it, present, data_mode) for it in items if it.get("mask") or not require_mask]
     if require_mask and len(out) < len(items):
         logger.warning("%s: %d '%s' item(s) without a mask left out", manifest, len(items) - len(out), split)
         if not out:
@@ -297,6 +299,8 @@ def slice_inference_items(
     if input_dir:
         for it in items:
             check_item(it, data_mode)
+            if data_mode == "volume":
+                it.pop("image_path", None)
     return items
 
 
