@@ -21,7 +21,7 @@ from medfuse.workflows.bundle import (
 )
 from tests.bundles.helpers import BUNDLES, configs, layered, tiny_overrides
 
-LAYERED = ["oct_dual_cross_attention", "cxr_multi_output_unet"]
+LAYERED = ["oct_dual_cross_attention", "cxr_multi_output_unet", "difm_segmentation"]
 BRACES = ("", "{", "}", "[", "]", "},", "],")
 
 

@@ -38,6 +38,8 @@ PER_BUNDLE: dict[str, dict[str, Any]] = {
     "oct_dual_cross_attention": dict(_DUAL_CROSS_ATTENTION),
     # issue 6's bundle (arrives with that branch): a narrow BasicUNet, as in its own bundle tests
     "cxr_multi_output_unet": {"features": [4, 4, 8, 8, 16, 4]},
+    # issue 13's DIFM bundle: two narrow encoders, DIFM keys/values pooled to 4 x 4 (2d lung phantoms by default)
+    "difm_segmentation": {"features": [4, 4, 8, 8, 16, 4], "kv_size": 4},
 }
 
 
