@@ -115,6 +115,7 @@ def test_train_2d_run_folder(trained_2d, cxr_partial):
     info = json.loads((run / "run_info.json").read_text())
     n_train = len(read_manifest(cxr_partial, validate=False)["training"])
     assert info["seg_classes"] == ["background", "foreground"] and info["data_mode"] == "2d"
+    assert info["classes"] == ["foreground"]  # the model's foreground classes (the manifest's are diagnoses)
     assert info["training_items_without_mask_left_out"] == 2 and info["training_items"] == n_train - 2
     assert info["in_channels"] == 2 and info["architecture"] == "difm"
     parser = trained_2d["workflow"].parser
