@@ -215,6 +215,25 @@ def test_nibabel_las_volume_keeps_shape_and_affine(trained_volume, tmp_path):
     _check_nifti_like(tmp_path / "inf" / "anatomical_seg.nii.gz", str(folder / src.name))
 
 
+def test_split_lungs_unet2ch_with_clean_up(demo_data, tmp_path):
+    """2d with split_lungs (3 classes), the two-channel U-Net baseline and keep_largest_component: PNG class maps."""
+    from PIL import Image
+
+    tiny = tiny_overrides(demo_data["cxr"], tmp_path, split_lungs=True, architecture="unet2ch",
+                          keep_largest_component=True)
+    run_workflow(CFG / "train.json", "train", run_name="lungs", **tiny)
+    info = json.loads((tmp_path / "lungs" / "run_info.json").read_text())
+    assert info["seg_classes"] == ["background", "right_lung", "left_lung"] and info["in_channels"] == 2
+    run_workflow(CFG / "inference.json", "infer", run_name="lungs", inference_dir=str(tmp_path / "inf"),
+                 **without_architecture(tiny))
+    saved = ConfigParser()
+    saved.read_config(str(tmp_path / "lungs" / "config.json"))
+    assert saved.get_parsed_content("seg_keep_components") == 2
+    assert type(saved.get_parsed_content("network_def")).__name__ == "BasicUNet"
+    pngs = sorted((tmp_path / "inf").glob("*_mask.png"))
+    assert pngs and all(set(np.unique(np.asarray(Image.open(p)))) <= {0, 1, 2} for p in pngs)
+
+
 @pytest.mark.parametrize("output", ["2d"])
 def test_ckpt_export_round_trip(trained_2d, tmp_path, output):
     run = trained_2d["run_dir"]
