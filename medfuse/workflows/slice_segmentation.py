@@ -37,7 +37,7 @@ from ignite.engine import Engine, Events
 from medfuse.data.manifest import load_split, read_manifest
 from medfuse.errors import DataError, ManifestError
 from medfuse.utils.distributed import is_main_process
-from medfuse.utils.images import NIFTI_EXTENSIONS, image_stem
+from medfuse.utils.images import NIFTI_EXTENSIONS, PIL_EXTENSIONS, image_stem
 from medfuse.utils.io import atomic_write_csv, atomic_write_json
 from medfuse.utils.paths import safe_file_name
 from medfuse.workflows.segmentation import SegmentationEvaluator, SegmentationPostd, decollated_items, item_path
@@ -184,7 +184,7 @@ def check_item(item: dict, data_mode: str = "2d", label_key: str = "label") -> N
 
     Volume mode: the image must be a NIfTI volume (not a 2-D file or a single slice) with one channel, and its label
     the same grid (shape, and affine within 1e-3). 2d mode: the image must not be a NIfTI volume with several slices,
-    and a NIfTI mask must have the image's shape. Only headers are read.
+    and a NIfTI or PNG / JPEG / TIFF mask must have the image's rows and columns. Only headers are read.
     """
     path = str(item["image"])
     label = item.get(label_key)
@@ -218,12 +218,21 @@ def check_item(item: dict, data_mode: str = "2d", label_key: str = "label") -> N
         if len(shape) >= 3 and shape[2] > 1:
             raise DataError(f"{path}: a NIfTI volume {shape}, but data_mode is '2d'; set data_mode to 'volume' "
                             "(slice by slice), or export 2-D slices")
+    ishape = lshape = None
     if label and _is_nifti(str(label)) and _is_nifti(path):
         lshape = _spatial_shape(_nifti_header(str(label)), str(label))[:2]
         ishape = _spatial_shape(_nifti_header(path), path)[:2]
-        if lshape != ishape:
-            raise DataError(f"{label}: label grid {lshape} unlike its image {path} {ishape}; resample the label "
-                            "onto the image grid (nearest neighbour) or pair the right files")
+    elif label and str(label).lower().endswith(PIL_EXTENSIONS) and path.lower().endswith(PIL_EXTENSIONS):
+        from PIL import Image
+
+        try:  # the header only: (width, height)
+            with Image.open(path) as im, Image.open(str(label)) as lm:
+                ishape, lshape = tuple(im.size[::-1]), tuple(lm.size[::-1])
+        except OSError as e:
+            raise DataError(f"{path}: unreadable image or mask ({e}); re-export the file or drop the item") from e
+    if lshape != ishape:
+        raise DataError(f"{label}: label grid {lshape} unlike its image {path} {ishape}; resample the label "
+                        "onto the image grid (nearest neighbour) or pair the right files")
 
 
 def _item(it: dict, present: Sequence[str], data_mode: str = "2d") -> dict:

@@ -304,6 +304,12 @@ def test_bad_input_is_one_line_naming_the_file_and_the_fix(demo_data, tmp_path):
         msg = str(err.value)
         assert "\n" not in msg and fix in msg and (item.get("label") or item["image"]) in msg, msg
     ss.check_item({"image": vol, "label": _nifti(tmp_path / "ok.nii.gz", (8, 8, 5))}, "volume")  # a good pair
+    from PIL import Image
+
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(tmp_path / "small_mask.png")
+    with pytest.raises(DataError, match="label grid") as err:
+        ss.check_item({"image": png, "label": str(tmp_path / "small_mask.png")}, "2d")
+    assert str(tmp_path / "small_mask.png") in str(err.value) and "\n" not in str(err.value)
 
 
 def test_manifest_tasks_and_items_without_mask(demo_data, cxr_partial, tmp_path):
