@@ -197,6 +197,12 @@ def check_item(item: dict, data_mode: str = "2d", label_key: str = "label") -> N
         if len(shape) < 3 or shape[2] == 1:
             raise DataError(f"{path}: a 2-D NIfTI image {shape}, but data_mode is 'volume'; set data_mode to '2d' "
                             "(or give the whole volume)")
+        import nibabel as nib
+
+        codes = nib.aff2axcodes(img.affine)
+        if codes[2] not in ("S", "I"):  # after Orientationd("RAS") the inferer slices along S: across these slices
+            logger.warning("%s: its slice axis points %s (orientation %s), not head-feet; after RAS reorientation the "
+                           "2-D network sees planes across the acquired slices", path, codes[2], "".join(codes))
         if label:
             if not _is_nifti(str(label)):
                 raise DataError(f"{label}: the label of the volume {path} must be a NIfTI volume on the same grid; "
