@@ -35,6 +35,8 @@ PER_BUNDLE: dict[str, dict[str, Any]] = {
     "cxr_dual_cross_attention": dict(_DUAL_CROSS_ATTENTION),
     "oct_dual_cross_attention": dict(_DUAL_CROSS_ATTENTION),
     "cxr_multi_output_unet": {"features": [4, 4, 8, 8, 16, 4]},
+    # two narrow encoders, DIFM keys/values pooled to 4 x 4 (2d lung phantoms by default)
+    "difm_segmentation": {"features": [4, 4, 8, 8, 16, 4], "kv_size": 4},
     "cxr_dualattnet_detection": {"demo_manifest": "cxr_detection", "backbone": "resnet18", "fpn_channels": 32,
                                  "base_anchor_shapes": [[4, 4], [8, 8], [16, 16]]},
 }

@@ -21,7 +21,8 @@ from medfuse.workflows.bundle import (
 )
 from tests.bundles.helpers import BUNDLES, configs, layered, tiny_overrides
 
-LAYERED = ["oct_dual_cross_attention", "cxr_multi_output_unet", "cxr_gsa_classifier", "cxr_dualattnet_detection"]
+LAYERED = ["oct_dual_cross_attention", "cxr_multi_output_unet", "cxr_gsa_classifier", "cxr_dualattnet_detection",
+           "difm_segmentation"]
 BRACES = ("", "{", "}", "[", "]", "},", "],")
 
 
