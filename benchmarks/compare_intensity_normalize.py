@@ -44,7 +44,8 @@ def images(data: Path | None):
     """(name, channel-first float32 array) pairs."""
     if data is not None:
         load = LoadXray()
-        for pattern, n in (("kermany_cxr_224/train/*/*.jpeg", 20), ("dicom_cxr/*.dcm", 6), ("oct_kermany_samples/*/*.jpeg", 8)):
+        samples = (("kermany_cxr_224/train/*/*.jpeg", 20), ("dicom_cxr/*.dcm", 6), ("oct_kermany_samples/*/*.jpeg", 8))
+        for pattern, n in samples:
             for p in sorted(data.glob(pattern))[:n]:
                 try:
                     yield f"{p.parent.name}/{p.name}", np.asarray(load(str(p)), dtype=np.float32)

@@ -20,8 +20,6 @@ import textwrap
 from pathlib import Path
 from typing import NamedTuple
 
-import pytest
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO_ROOT / "medfuse"
 
@@ -44,7 +42,8 @@ LAYER_RULES: tuple[LayerRule, ...] = (
     LayerRule("medfuse.evaluation", ("medfuse.workflows", "medfuse.zoo", "medfuse.commands")),
 )
 
-#: The commands that must answer ``--help`` without importing torch or MONAI (all of ``medfuse.cli.COMMANDS``).
+#: Modules that ``medfuse --help`` and ``medfuse <command> --help`` (every command of ``medfuse.cli.COMMANDS``) must
+#: not import.
 HEAVY_MODULES = ("torch", "monai")
 
 
@@ -94,7 +93,7 @@ def imports_of(source: str, module: str, path: str = "<string>", is_package: boo
             if node.level:
                 parts = package.split(".")
                 if node.level - 1 > len(parts) - 1:
-                    raise ValueError(f"{path}:{node.lineno}: relative import beyond the top package ({node.level} dots).")
+                    raise ValueError(f"{path}:{node.lineno}: relative import beyond the top package, level {node.level}.")
                 base = ".".join(parts[: len(parts) - (node.level - 1)])
                 base = f"{base}.{node.module}" if node.module else base
             else:
@@ -115,7 +114,8 @@ def violations(
         for rule in rules:
             if not _under(module, rule.importer):
                 continue
-            if any(_under(imp.module, f) for f in rule.forbidden) and not any(_under(imp.module, a) for a in rule.allowed):
+            forbidden = any(_under(imp.module, f) for f in rule.forbidden)
+            if forbidden and not any(_under(imp.module, a) for a in rule.allowed):
                 out.append(f"{imp.path}:{imp.line} -> {imp.module} ({rule.importer} may not import it)")
         private = any(_is_private(p) for p in imp.module.split(".")[1:])
         if private and _unit(imp.module) != _unit(module):
@@ -128,9 +128,8 @@ def package_violations(package_dir: Path = PACKAGE_DIR, rules=LAYER_RULES) -> li
     out = []
     for path in sorted(package_dir.rglob("*.py")):
         rel = path.relative_to(package_dir.parent).as_posix()
-        out.extend(
-            violations(path.read_text(encoding="utf-8"), module_name(path, package_dir), rel, path.name == "__init__.py", rules)
-        )
+        source = path.read_text(encoding="utf-8")
+        out.extend(violations(source, module_name(path, package_dir), rel, path.name == "__init__.py", rules))
     return out
 
 
@@ -209,7 +208,8 @@ def _modules_after(code: str) -> set[str]:
 
 def test_help_imports_neither_torch_nor_monai():
     assert _modules_after("from medfuse.cli import main; main(['--help'])") == set()
-    assert _modules_after("import runpy; sys.argv = ['medfuse', '--help']; runpy.run_module('medfuse', run_name='__main__')") == set()
+    as_module = "import runpy; sys.argv = ['medfuse', '--help']; runpy.run_module('medfuse', run_name='__main__')"
+    assert _modules_after(as_module) == set()  # python -m medfuse --help
 
 
 def test_command_help_imports_neither_torch_nor_monai():

@@ -34,7 +34,9 @@ NIFTI_EXTENSIONS: tuple[str, ...] = (".nii", ".nii.gz", ".hdr", ".img", ".img.gz
 #: Endings read with Pillow.
 PIL_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".jp2", ".j2k")
 #: Endings of the files taken as images from a folder.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz")
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz"
+)
 
 
 def has_image_extension(path: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> bool:

@@ -382,7 +382,8 @@ def display_image(image: Any) -> np.ndarray:
     Args:
         image: tensor or array ``(C, H, W)`` or ``(H, W)``.
     """
-    img = image.detach().float().cpu() if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image)).float()
+    img = image if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image))
+    img = img.detach().float().cpu()
     img = img.mean(0) if img.ndim == 3 else img
     arr = img.numpy()
     lo, hi = float(arr.min()), float(arr.max())

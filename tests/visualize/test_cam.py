@@ -17,7 +17,15 @@ from parameterized import parameterized
 from PIL import Image
 
 from medfuse.networks.nets import DualCrossAttentionNet
-from medfuse.visualize import compute_cam, dilate_mask, overlay_cam, restrict_cam, save_overlay
+from medfuse.visualize import (
+    compute_cam,
+    default_target_layer,
+    dilate_mask,
+    display_image,
+    overlay_cam,
+    restrict_cam,
+    save_overlay,
+)
 
 METHODS = [("gradcam",), ("gradcam++",)]
 
@@ -371,3 +379,16 @@ def test_cam_writer_batch_dict_output_masks_and_no_cap(tmp_path, net, caplog, mo
     assert [r["overlay"] for r in writer.rows] == ["m0_opacity.png", "m1_normal.png", "m2_normal.png"]
     assert seen["class_index"] == [1, 0, 0] and seen["dilate"] == 2 and seen["target_layer"] == "refine"
     torch.testing.assert_close(seen["mask"], torch.stack([masks[0][0], torch.ones(64, 64), masks[2][0]]))
+
+
+def test_dual_cross_attention_net_names_its_cam_layer(net):
+    assert net.cam_layer == "refine" and default_target_layer(net) == "refine"
+    assert default_target_layer(torch.nn.DataParallel(net).module) == "refine"
+
+
+def test_display_image():
+    x = torch.tensor([[[0.0, 0.5], [1.0, 0.25]], [[1.0, 0.5], [0.0, 0.25]]])
+    np.testing.assert_allclose(display_image(x), [[0.5, 0.5], [0.5, 0.25]])  # channel mean, in [0, 1]: kept
+    z = display_image(torch.tensor([[[-2.0, 0.0], [2.0, 1.0]]]))  # e.g. after mean/std: min-max scaled
+    np.testing.assert_allclose(z, [[0.0, 0.5], [1.0, 0.75]])
+    assert display_image(torch.full((1, 3, 3), 5.0)).max() == 0.0 and display_image(np.ones((4, 4))).shape == (4, 4)

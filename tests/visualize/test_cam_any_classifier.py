@@ -13,6 +13,7 @@ import torch
 from monai.networks.nets import DenseNet121, resnet10
 
 from medfuse.evaluation import write_uncertain_cams, write_predictions
+from medfuse.utils import unwrap_module
 from medfuse.visualize import compute_cam, default_target_layer
 
 
@@ -48,6 +49,19 @@ def test_model_attribute_wins():
     assert default_target_layer(net) == "layer1"
     with pytest.raises(ValueError, match="no convolution"):
         default_target_layer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)))
+
+
+def test_cam_layer_is_the_contract_and_cam_target_layer_the_legacy_fallback():
+    net = _nets()["resnet10"]
+    net.cam_layer = "layer2"
+    net.cam_target_layer = "layer1"  # legacy name: used only without cam_layer
+    assert default_target_layer(net) == "layer2"
+    del net.cam_layer
+    assert default_target_layer(net) == "layer1"
+    net.cam_layer = "no.such.layer"  # a name that is not a submodule is skipped
+    assert default_target_layer(net) == "layer1"
+    wrapped = torch.nn.DataParallel(net)
+    assert default_target_layer(unwrap_module(wrapped)) == "layer1"
 
 
 def test_uncertain_gallery(tmp_path):
