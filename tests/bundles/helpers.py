@@ -73,3 +73,29 @@ def run_workflow(config_file, workflow_type: str, **override) -> ConfigWorkflow:
     wf.run()
     wf.finalize()
     return wf
+
+
+def torchrun_multi_gpu(config_dir: Path, overrides: dict, cwd: Path, nproc: int = 2) -> Path:
+    """``torchrun --nproc_per_node N -m monai.bundle run`` of a bundle's layered train + multi_gpu_train configs
+    (gloo on CPU); skips when torchrun is not beside the Python executable. Returns the one run folder written
+    under ``overrides["output_dir"]``."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not found beside the Python executable")
+    files = "[" + ",".join(f"'{f}'" for f in layered([config_dir / "train.json", config_dir / "multi_gpu_train.json"])) + "]"
+    cmd = [torchrun, "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}", "-m", "monai.bundle", "run",
+           "--config_file", files, "--meta_file", str(config_dir / "metadata.json")]
+    for k, v in overrides.items():
+        cmd += [f"--{k}", json.dumps(v) if isinstance(v, list) else str(v)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = list(Path(overrides["output_dir"]).iterdir())
+    return run

@@ -20,7 +20,7 @@ from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_
 
 from medfuse.data.manifest import read_manifest
 from medfuse.evaluation import read_predictions
-from tests.bundles.helpers import SCHEMA, configs, flat_config, layered, run_workflow
+from tests.bundles.helpers import SCHEMA, configs, flat_config, layered, run_workflow, torchrun_multi_gpu
 from tests.tiny import bundle_overrides
 
 BUNDLE = "cxr_multi_output_unet"
@@ -225,23 +225,7 @@ def test_ckpt_export_round_trip(trained, tmp_path, output):
 @pytest.mark.slow
 def test_torchrun_multi_gpu_config_on_cpu(demo_data, tmp_path):
     """multi_gpu_train.json with two processes (gloo on CPU): one run folder, metrics gathered, rank-0 files only."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    if torchrun is None:
-        pytest.skip("torchrun not found beside the Python executable")
-    files = "[" + ",".join(f"'{f}'" for f in layered([CFG / "train.json", CFG / "multi_gpu_train.json"])) + "]"
-    cmd = [torchrun, "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "monai.bundle", "run",
-           "--config_file", files, "--meta_file", str(CFG / "metadata.json")]
-    for k, v in tiny_overrides(demo_data["cxr"], tmp_path / "runs").items():
-        cmd += [f"--{k}", json.dumps(v) if isinstance(v, list) else str(v)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = list((tmp_path / "runs").iterdir())
+    run = torchrun_multi_gpu(CFG, tiny_overrides(demo_data["cxr"], tmp_path / "runs"), tmp_path)
     info = json.loads((run / "run_info.json").read_text())
     assert info["world_size"] == 2 and info["workflow"] == "multi_gpu_train"
     rows = [json.loads(r) for r in (run / "log.jsonl").read_text().splitlines()]
