@@ -503,6 +503,18 @@ def nifti_affine(path: str, slice_index: Any = None) -> np.ndarray:
     return affine
 
 
+def unique_output_name(path: str, suffix: str, taken: set, fallback: str) -> str:
+    """``<stem of path><suffix>`` (``fallback`` when there is no path), made unique within ``taken`` by ``-2``,
+    ``-3`` ...; the name is added to ``taken``. Writers use it so two inputs with one stem never overwrite."""
+    base = safe_file_name(image_stem(path)) if path else fallback
+    name, k = f"{base}{suffix}", 1
+    while name in taken:
+        k += 1
+        name = f"{base}{suffix}-{k}"
+    taken.add(name)
+    return name
+
+
 class MaskWriter:
     """Inference handler: write each predicted mask at the original image size.
 
@@ -537,13 +549,7 @@ class MaskWriter:
         self.rows, self._names = [], set()
 
     def _name(self, path: str) -> str:
-        base = safe_file_name(image_stem(path)) if path else f"image{len(self.rows):05d}"
-        name, k = f"{base}_mask", 1
-        while name in self._names:
-            k += 1
-            name = f"{base}_mask-{k}"
-        self._names.add(name)
-        return name
+        return unique_output_name(path, "_mask", self._names, f"image{len(self.rows):05d}")
 
     def __call__(self, engine: Engine) -> None:
         if not is_main_process():

@@ -37,10 +37,15 @@ from ignite.engine import Engine, Events
 from medfuse.data.manifest import load_split, read_manifest
 from medfuse.errors import DataError, ManifestError
 from medfuse.utils.distributed import is_main_process
-from medfuse.utils.images import NIFTI_EXTENSIONS, PIL_EXTENSIONS, image_stem
+from medfuse.utils.images import NIFTI_EXTENSIONS, PIL_EXTENSIONS
 from medfuse.utils.io import atomic_write_csv, atomic_write_json
-from medfuse.utils.paths import safe_file_name
-from medfuse.workflows.segmentation import SegmentationEvaluator, SegmentationPostd, decollated_items, item_path
+from medfuse.workflows.segmentation import (
+    SegmentationEvaluator,
+    SegmentationPostd,
+    decollated_items,
+    item_path,
+    unique_output_name,
+)
 
 __all__ = [
     "ARCHITECTURES",
@@ -487,13 +492,7 @@ class VolumeMaskWriter:
         self._names: set[str] = set()
 
     def _name(self, path: str) -> str:
-        base = safe_file_name(image_stem(path)) if path else f"volume{len(self.rows):05d}"
-        name, k = f"{base}_seg", 1
-        while name in self._names:
-            k += 1
-            name = f"{base}_seg-{k}"
-        self._names.add(name)
-        return name
+        return unique_output_name(path, "_seg", self._names, f"volume{len(self.rows):05d}")
 
     def __call__(self, engine: Engine) -> None:
         if not is_main_process():
