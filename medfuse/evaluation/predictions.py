@@ -2,16 +2,22 @@
 # Licensed under the Apache License, Version 2.0
 """The medfuse ``predictions.csv`` format, shared by every classifier.
 
-Columns, in this order:
+Columns, in this order (:data:`SCHEMA` holds the named ones; a column is written only when it applies):
 
 * ``image``: the input file (absolute path as given to the model);
 * ``label``: the true class name, only when labels are known;
-* ``prob_<class>``: the predicted probability of each class, in class-index order
-  (the mean over Monte-Carlo dropout passes when those were used);
-* ``pred``: the predicted class name (arg-max of the probabilities);
+* ``prob_<class>``: the predicted probability of each class, in class-index order, after calibration
+  (temperature) when the model has one (the mean over Monte-Carlo dropout passes when those were used);
+* ``pred``: the predicted class name, from the calibrated probabilities (arg-max, or the validated
+  threshold on the positive class when ``threshold`` is set);
+* ``threshold``: the decision threshold on the positive class's probability used for ``pred``
+  (empty: arg-max);
+* ``temperature``: the temperature the probabilities were divided by (1: uncalibrated);
 * ``entropy``: predictive entropy of the probabilities, in nats;
 * ``mutual_info``: mutual information between prediction and weights (epistemic part of the
   entropy), only when Monte-Carlo dropout was used;
+* input checks: ``input_check`` (``ok`` or why the input was not scored), ``ood_score``, ``ood``;
+* ensembles: ``member_disagreement``, ``mutual_info_members``;
 * any further grouping columns (``patient_id``, ``view``, ``sex``, ``site`` ...).
 
 ``label`` and ``pred`` hold class names; :func:`read_predictions` also accepts class
@@ -32,9 +38,29 @@ import numpy as np
 from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_text
 
-__all__ = ["PROB_PREFIX", "prediction_columns", "write_predictions", "read_predictions", "entropy_of"]
+__all__ = ["PROB_PREFIX", "SCHEMA", "RESERVED", "prediction_columns", "write_predictions", "read_predictions", "entropy_of"]
 
 PROB_PREFIX = "prob_"
+
+#: the named columns of ``predictions.csv`` in file order; ``prob_<class>`` columns follow ``label``.
+#: Every column not named here (and not ``prob_*`` / ``label_*``) is a grouping column.
+SCHEMA = (
+    "image",
+    "label",
+    # prob_<class> ...
+    "pred",
+    "threshold",
+    "temperature",
+    "entropy",
+    "mutual_info",
+    "input_check",
+    "ood_score",
+    "ood",
+    "member_disagreement",
+    "mutual_info_members",
+)
+#: columns with a fixed meaning; every other column is a candidate grouping column
+RESERVED = SCHEMA
 
 
 def entropy_of(probs: Any, eps: float = 1e-12) -> np.ndarray:
@@ -44,10 +70,11 @@ def entropy_of(probs: Any, eps: float = 1e-12) -> np.ndarray:
 
 
 def prediction_columns(classes: Sequence[str], has_label: bool, has_mutual_info: bool, extra: Sequence[str] = ()) -> list:
-    """Header of a predictions file with these properties."""
-    cols = ["image"] + (["label"] if has_label else []) + [f"{PROB_PREFIX}{c}" for c in classes] + ["pred", "entropy"]
-    if has_mutual_info:
-        cols.append("mutual_info")
+    """Header of a predictions file with these properties: :data:`SCHEMA` order, grouping columns last."""
+    present = {"image", "pred", "entropy"} | ({"label"} if has_label else set()) | (
+        {"mutual_info"} if has_mutual_info else set()) | set(extra)
+    named = [c for c in SCHEMA if c in present]
+    cols = named[:2 if has_label else 1] + [f"{PROB_PREFIX}{c}" for c in classes] + named[2 if has_label else 1:]
     return cols + [e for e in extra if e not in cols]
 
 
@@ -132,8 +159,6 @@ def _class_index(value: str, classes: list[str], where: str) -> int:
 
 #: rows of a single-label file must sum to one within this tolerance (CSV rounding); they are then renormalised
 SUM_TOLERANCE = 1e-2
-#: columns with a fixed meaning; every other column is a candidate grouping column
-RESERVED = ("image", "label", "pred", "entropy", "mutual_info")
 
 
 def _resolve_classes(path: Path, cols: list[str], classes: Sequence[str] | None) -> tuple[list[str], list[str]]:
