@@ -180,7 +180,8 @@ def _map_check(net: Any, lung: np.ndarray | None, n_masks: int) -> dict | None:
     }
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, progress=None) -> dict:
+    """Train and evaluate both arms per seed; ``progress(result)`` is called after every run."""
     import torch
 
     from medfuse.evaluation import read_predictions
@@ -219,7 +220,12 @@ def run(args: argparse.Namespace) -> dict:
         for arm in ARMS:
             name = f"{args.run_prefix}{arm}_s{seed}"
             t0 = time.perf_counter()
-            trained = run_bundle(BUNDLE, "train", logging=False, run_name=name, seed=seed, gsa=arm == "gsa", **common)
+            run_dir = out_dir / name
+            reused = (run_dir / f"last_model_epoch={int(args.epochs)}.pt").is_file()
+            if reused:  # trained to the end by an earlier invocation (same settings): evaluate only
+                trained = {"run_dir": str(run_dir), "epochs_run": int(args.epochs)}
+            else:
+                trained = run_bundle(BUNDLE, "train", logging=False, run_name=name, seed=seed, gsa=arm == "gsa", **common)
             t1 = time.perf_counter()
             run_dir = Path(trained["run_dir"])
             ckpt = _last_checkpoint(run_dir)
@@ -240,7 +246,8 @@ def run(args: argparse.Namespace) -> dict:
                 "seed": seed, "arm": arm, "run_dir": str(run_dir), "checkpoint": str(ckpt),
                 "epochs_run": trained["epochs_run"], "n_test": metrics["n"],
                 **{k: metrics.get(k) for k in METRICS}, "map_mean": map_mean,
-                "train_s": round(t1 - t0, 1), "eval_s": round(t2 - t1, 1), "wall_s": round(t2 - t0, 1),
+                "train_s": None if reused else round(t1 - t0, 1), "eval_s": round(t2 - t1, 1),
+                "wall_s": None if reused else round(t2 - t0, 1), "reused_earlier_training": reused,
             }
             if arm == "gsa":
                 check = _map_check(net, lung, len(mask_items))
@@ -250,8 +257,17 @@ def run(args: argparse.Namespace) -> dict:
             runs.append(row)
             preds[(seed, arm)] = read_predictions(Path(report["eval_dir"]) / "predictions.csv")
             print(f"seed {seed} {arm:4s}: AUC {row['auc']:.4f}  AUPR {row['aupr']:.4f}  acc {row['accuracy']:.4f}  "
-                  f"map_mean {'-' if map_mean is None else f'{map_mean:.3f}'}  {row['wall_s']:.0f} s", flush=True)
-        paired.append({"seed": seed, **_paired(preds[(seed, "gsa")], preds[(seed, "none")], int(args.n_boot), seed)})
+                  f"map_mean {'-' if map_mean is None else f'{map_mean:.3f}'}  {row['wall_s']} s", flush=True)
+            if arm == ARMS[-1]:
+                paired.append({"seed": seed, **_paired(preds[(seed, "gsa")], preds[(seed, "none")], int(args.n_boot), seed)})
+            if progress is not None:  # the JSON is rewritten after every run: a long measurement can be read as it goes
+                progress(_result(args, common, runs, paired, checks))
+    return _result(args, common, runs, paired, checks)
+
+
+def _result(args: argparse.Namespace, common: dict, runs: list, paired: list, checks: list) -> dict:
+    import torch
+
     summary = {
         arm: {k: _mean_sd([r[k] for r in runs if r["arm"] == arm]) for k in (*METRICS, "map_mean", "wall_s")}
         for arm in ARMS
@@ -260,7 +276,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "benchmark": "gsa_ablation",
         "bundle": BUNDLE,
-        "manifest": str(manifest),
+        "manifest": common["manifest"],
         "settings": {**{k: v for k, v in common.items() if k not in ("manifest", "output_dir")}, "seeds": args.seeds,
                      "evaluated": "final-epoch weights (last_model_epoch=E.pt), test split, uncalibrated arg-max",
                      "n_boot": int(args.n_boot), "lung_masks_from": args.lung_masks_from},
@@ -268,6 +284,7 @@ def run(args: argparse.Namespace) -> dict:
                     "python": platform.python_version(), "torch": torch.__version__, "threads": int(args.num_threads),
                     "cpu_count": os.cpu_count()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "complete": len(runs) == len(args.seeds) * len(ARMS),
         "runs": runs,
         "summary": summary,
         "paired": paired,
@@ -284,7 +301,7 @@ def print_table(result: dict) -> None:
     print("|---:|---|---:|---:|---:|---:|---:|")
     for r in result["runs"]:
         print(f"| {r['seed']} | {r['arm']} | {_fmt(r['auc'])} | {_fmt(r['aupr'])} | {_fmt(r['accuracy'])} | "
-              f"{_fmt(r['map_mean'], 3)} | {r['wall_s']:.0f} |")
+              f"{_fmt(r['map_mean'], 3)} | {_fmt(r['wall_s'], 0)} |")
     for arm in ARMS:
         s = result["summary"][arm]
         print(f"| mean +- SD | {arm} | " + " | ".join(
@@ -325,10 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.epochs < 1:
         ap.error("--epochs must be >= 1")
-    result = run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+    def write(result: dict) -> None:
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+    result = run(args, progress=write)
+    write(result)
     print_table(result)
     print(f"\nwritten to {out}")
     return 0

@@ -245,3 +245,11 @@ def test_ablation_script_on_demo_data(demo_data, tmp_path, capsys):
     check = result["map_check"][0]  # the demo items carry lung masks
     assert 0 < check["lung_area_share"] < 1 and 0 <= check["share_inside_lungs"] <= 1
     assert "dAUC (GSA - none)" in capsys.readouterr().out
+    assert result["complete"] and not any(r["reused_earlier_training"] for r in result["runs"])
+    # a second invocation over the same run folders evaluates the finished runs again without retraining them
+    assert ablation.main(["--manifest", str(demo_data["cxr"]), "--image-size", "64", "--epochs", "1", "--seeds", "0",
+                          "--batch-size", "4", "--n-boot", "50", "--output-dir", str(tmp_path / "runs"),
+                          "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert [r["reused_earlier_training"] for r in again["runs"]] == [True, True] and again["complete"]
+    assert [r["auc"] for r in again["runs"]] == [r["auc"] for r in result["runs"][:2]]
