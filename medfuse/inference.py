@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from medfuse.errors import DataError
 
-__all__ = ["EVAL_PRESETS", "LoadedModel", "load_model", "resolve_model_dir", "model_settings"]
+__all__ = ["EVAL_PRESETS", "LoadedModel", "load_model", "resolve_model_dir", "model_settings", "write_results", "map_classes", "parse_class_map"]
 
 #: bundle name -> the evaluation preset of :mod:`medfuse.transforms.presets` its classifier was validated with
 EVAL_PRESETS: dict[str, str] = {
@@ -309,7 +309,9 @@ class LoadedModel:
         try:
             image = self.transforms({"image": entry})["image"] if isinstance(entry, str) else self._from_array(entry)
         except Exception as e:  # a file the loaders cannot decode is reported on its row, not raised
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            while e.__cause__ is not None:  # MONAI wraps the loader's error in "applying transform ..."
+                e = e.__cause__
+            reason = " ".join(str(e).split()) or type(e).__name__
             return None, f"unreadable: {reason}"
         for check in self.input_checks:
             reason = check(entry if isinstance(entry, str) else None, image)
@@ -468,3 +470,86 @@ def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | 
     if samples < 0:
         raise DataError(f"mc_samples must be >= 0, got {mc_samples}")
     return LoadedModel(network, classes, transforms, calibration, settings, device, samples, folder, kind)
+
+
+def write_results(path: str | os.PathLike, results: Sequence[Mapping[str, Any]], classes: Sequence[str],
+                  labels: Sequence[int] | None = None, groups: Mapping[str, Sequence[Any]] | None = None) -> Path:
+    """Write :meth:`LoadedModel.predict` results as a ``predictions.csv`` (columns of
+    :data:`medfuse.evaluation.predictions.SCHEMA`; an unscored row has empty probabilities and ``pred``).
+
+    Args:
+        path: output file.
+        results: one result per row (with ``image``).
+        classes: the model's classes.
+        labels: true class indices (-1: unknown), or ``None`` for no ``label`` column.
+        groups: grouping columns (``patient_id``, ``view`` ...), written last.
+    """
+    import numpy as np
+
+    from medfuse.evaluation.predictions import write_predictions
+
+    nan = float("nan")
+    probs = np.array([[r["probabilities"][c] if r["probabilities"] else nan for c in classes] for r in results],
+                     dtype=np.float64).reshape(len(results), len(classes))
+    pred = [classes.index(r["pred"]) if r["pred"] is not None else -1 for r in results]
+    has_mi = any(r["mutual_info"] is not None for r in results)
+    extra: dict[str, list] = {
+        "threshold": ["" if r["threshold"] is None else f"{r['threshold']:.6g}" for r in results],
+        "temperature": [f"{r['temperature']:.6g}" for r in results],
+        "input_check": [r["input_check"] for r in results],
+    }
+    extra.update({k: list(v) for k, v in (groups or {}).items()})
+    return write_predictions(
+        path, [r.get("image", f"input{i}") for i, r in enumerate(results)], probs, list(classes), labels=labels,
+        entropy=[nan if r["entropy"] is None else r["entropy"] for r in results],
+        mutual_info=[nan if r["mutual_info"] is None else r["mutual_info"] for r in results] if has_mi else None,
+        extra=extra, pred=pred,
+    )
+
+
+def parse_class_map(text: str | None) -> dict[str, str]:
+    """``"NORMAL=normal,PNEUMONIA=opacity"`` -> ``{"NORMAL": "normal", ...}`` (manifest name = model name)."""
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        src, sep, dst = part.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise DataError(f"--class-map {text!r}: write MANIFEST_NAME=MODEL_NAME pairs separated by commas, e.g. NORMAL=normal")
+        out[src.strip()] = dst.strip()
+    return out
+
+
+def map_classes(data_classes: Sequence[str], model_classes: Sequence[str], class_map: Mapping[str, str] | None = None,
+                where: str = "the manifest") -> tuple[list[int], str | None]:
+    """Model class index of each data class, and a note when names were matched other than exactly.
+
+    Equal names match; names that differ only in case (``NORMAL`` vs ``normal``) are matched with a note;
+    ``class_map`` (data name -> model name) matches the rest. Any other difference is refused.
+
+    Raises:
+        DataError: one line naming both class lists and ``--class-map``.
+    """
+    model = [str(c) for c in model_classes]
+    lower = {c.lower(): i for i, c in enumerate(model)}
+    cmap = dict(class_map or {})
+    bad_map = [f"{k}={v}" for k, v in cmap.items() if v not in model]
+    if bad_map:
+        raise DataError(f"--class-map {','.join(bad_map)}: the model's classes are {model}")
+    index, by_case = [], []
+    for name in (str(c) for c in data_classes):
+        if name in cmap:
+            index.append(model.index(cmap[name]))
+        elif name in model:
+            index.append(model.index(name))
+        elif name.lower() in lower and len(lower) == len(model):
+            index.append(lower[name.lower()])
+            by_case.append(f"{name}->{model[lower[name.lower()]]}")
+        else:
+            raise DataError(f"{where} has classes {list(data_classes)} but the model has {model}; "
+                            "map them with --class-map DATA_NAME=MODEL_NAME,...")
+    note = f"class names matched ignoring case: {', '.join(by_case)}" if by_case else None
+    if cmap:
+        note = "; ".join(filter(None, [note, "class names mapped by --class-map: " +
+                                        ", ".join(f"{k}->{v}" for k, v in cmap.items())]))
+    return index, note
