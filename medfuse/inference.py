@@ -219,7 +219,7 @@ def _build_network(net_def: Mapping[str, Any], settings: Mapping[str, Any], clas
             raise DataError(f"{where}: network_def#{key} is the expression {value!r}; load_model needs plain values there")
         kwargs[key] = value
     factory = getattr(importlib.import_module(module), name)
-    return factory(**kwargs)
+    return factory(**kwargs), kwargs
 
 
 def _entropy(p: Any) -> float:
@@ -236,6 +236,7 @@ class LoadedModel:
         mc_samples: Monte-Carlo dropout passes per prediction (0: one deterministic pass, no ``mutual_info``).
         input_checks: callables ``(path or None, image tensor (C, H, W)) -> None | reason`` run before scoring.
         source: the folder the model was loaded from; ``kind``: ``"run"`` or ``"bundle"``.
+        weights, network_target, network_kwargs: the checkpoint, and the network class and arguments rebuilt.
     """
 
     def __init__(self, network, classes, transforms, calibration, settings, device, mc_samples, source, kind) -> None:
@@ -448,7 +449,7 @@ def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | 
                         f"it loads {', '.join(EVAL_PRESETS)}")
     classes = _classes(folder, kind, settings)
     weights = folder / "model.pt" if kind == "run" else folder / "models" / "model.pt"
-    network = _build_network(net_def, settings, classes, folder)
+    network, net_kwargs = _build_network(net_def, settings, classes, folder)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -469,7 +470,9 @@ def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | 
     samples = int(settings.get("mc_samples", 0) or 0) if mc_samples is None else int(mc_samples)
     if samples < 0:
         raise DataError(f"mc_samples must be >= 0, got {mc_samples}")
-    return LoadedModel(network, classes, transforms, calibration, settings, device, samples, folder, kind)
+    loaded = LoadedModel(network, classes, transforms, calibration, settings, device, samples, folder, kind)
+    loaded.weights, loaded.network_target, loaded.network_kwargs = weights, str(net_def["_target_"]), net_kwargs
+    return loaded
 
 
 def write_results(path: str | os.PathLike, results: Sequence[Mapping[str, Any]], classes: Sequence[str],
