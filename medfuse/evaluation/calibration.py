@@ -379,6 +379,10 @@ def load_calibration(path: str | os.PathLike | Mapping | None, classes: Sequence
     if not float(cal["temperature"]) > 0:
         raise DataError(f"{where}: temperature {cal['temperature']} must be > 0")
     if classes is not None and [str(c) for c in classes] != list(cal["classes"]):
+        if [str(c).lower() for c in classes] == [str(c).lower() for c in cal["classes"]]:
+            raise DataError(f"{where}: the model's classes are {cal['classes']} but the data names them {list(classes)} "
+                            "(they differ only in case); evaluate with medfuse evaluate --model RUN --data MANIFEST, "
+                            "which maps them, or rename the classes in the manifest")
         raise DataError(f"{where}: fitted for classes {cal['classes']} but the model has {list(classes)}; "
                         "refit the calibration for this model")
     return cal

@@ -174,3 +174,51 @@ def test_exported_release_and_bundle_folder_in_a_fresh_process(run_dir, release,
     from_zoo = medfuse.load_model(f"zoo:{CXR}", mc_samples=0, zoo_dir=zoo)
     assert from_zoo.kind == "bundle" and from_zoo.predict(str(dcms[0]))["probabilities"] == pytest.approx(
         expected["probabilities"], abs=1e-5)
+
+
+def _renamed_manifest(src, dst: Path, rename) -> Path:
+    """A copy of the manifest ``src`` in ``dst`` with its class names renamed and image paths made absolute."""
+    m = json.loads(Path(src).read_text())
+    base = Path(src).parent
+    m["classes"] = [rename(c) for c in m["classes"]]
+    for split in ("training", "validation", "test"):
+        for it in m.get(split, []):
+            for key in ("image", "mask"):
+                if isinstance(it.get(key), str):
+                    it[key] = str((base / it[key]).resolve())
+    path = dst / "renamed.json"
+    path.write_text(json.dumps(m))
+    return path
+
+
+def test_evaluate_model_on_a_manifest_maps_case_and_names_the_fix_otherwise(run_dir, zoo_demo_data, tmp_path, capsys):
+    """Fails on main (no --model mode; the bundle's evaluate stopped after a long traceback advising a refit)."""
+    from medfuse.commands.evaluate import main
+
+    upper = _renamed_manifest(zoo_demo_data["cxr"], tmp_path, str.upper)
+    out = tmp_path / "eval_test"
+    rc = main(["--model", str(run_dir), "--data", str(upper), "--out", str(out), "--bootstrap", "20", "--no-figures",
+               "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "class names matched ignoring case: NORMAL->normal, OPACITY->opacity" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = _rows(out / "predictions.csv")
+    n_test = len(json.loads(Path(upper).read_text())["test"])
+    assert len(rows) == n_test and {r["label"] for r in rows} <= {"normal", "opacity"}
+    assert metrics["n"] == n_test and metrics["classes"] == ["normal", "opacity"] and 0.0 <= metrics["auc"] <= 1.0
+    # the validation split into a folder of its own: the test report is not overwritten
+    assert main(["--model", str(run_dir), "--data", str(upper), "--split", "validation", "--out", str(tmp_path / "eval_val"),
+                 "--bootstrap", "0", "--no-figures", "--quiet"]) == 0
+    assert len(_rows(out / "predictions.csv")) == n_test
+    # other names: one line naming both lists and --class-map; with the map it runs
+    other = _renamed_manifest(zoo_demo_data["cxr"], tmp_path, lambda c: {"normal": "healthy"}.get(c, c))
+    capsys.readouterr()
+    assert main(["--model", str(run_dir), "--data", str(other), "--out", str(tmp_path / "e2")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "['healthy', 'opacity']" in err and "['normal', 'opacity']" in err and "--class-map" in err
+    assert main(["--model", str(run_dir), "--data", str(other), "--out", str(tmp_path / "e3"), "--class-map",
+                 "healthy=normal", "--bootstrap", "0", "--no-figures", "--quiet"]) == 0
+    # the two modes exclude each other
+    with pytest.raises(SystemExit):
+        main(["--model", str(run_dir), "--predictions", str(out / "predictions.csv"), "--out", str(tmp_path / "e4")])
