@@ -366,7 +366,7 @@ def check_overrides(files: list[str | os.PathLike], overrides: dict) -> None:
                                 "(a typo would otherwise be ignored silently)")
         if isinstance(node, str) and node[:1] in ("$", "@", "%") or node is None:
             continue
-        if isinstance(value, str) and value[:1] in ("$", "@", "%"):
+        if value is None or isinstance(value, str) and value[:1] in ("$", "@", "%"):
             continue
         expected = _expected_type(node)
         if expected and not (isinstance(value, expected[0]) and not (isinstance(value, bool) and bool not in expected[0])):
