@@ -368,6 +368,11 @@ def check_overrides(files: list[str | os.PathLike], overrides: dict) -> None:
             continue
         if value is None or isinstance(value, str) and value[:1] in ("$", "@", "%"):
             continue
+        if isinstance(node, bool) and isinstance(value, str):
+            from medfuse.workflows.engine import FLAG_WORDS
+
+            if value.strip().lower() in FLAG_WORDS:
+                continue  # the command line passes --flag false as the string 'false'; flag() reads it
         expected = _expected_type(node)
         if expected and not (isinstance(value, expected[0]) and not (isinstance(value, bool) and bool not in expected[0])):
             raise DataError(f"--{key} {value!r}: expected {expected[1]} (the config's value is {json.dumps(node)})")

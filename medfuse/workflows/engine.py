@@ -29,6 +29,8 @@ def get_device(device: str | torch.device | None = "") -> torch.device:
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", "none", ""}
+#: the words :func:`flag` reads as true or false (a command-line override of a flag arrives as such a string)
+FLAG_WORDS = frozenset(_TRUE | _FALSE)
 
 
 def flag(value, name: str = "value") -> bool:

@@ -40,7 +40,7 @@ def test_known_keys_are_those_of_every_layer():
     # the OCT bundle overrides the CXR base: keys of both layers are known, values keep their types
     files = workflow_files(REPO / "bundles" / "oct_dual_cross_attention", "train")
     check_overrides(files, {"epochs": 2, "oct_classes": ["a", "b"], "learning_rate": 1, "train#dataloader#batch_size": 2,
-                            "manifest": "x.json", "network_def#hidden_size": 8, "run_name": "r"})
+                            "manifest": "x.json", "network_def#hidden_size": 8, "run_name": "r", "progress": "false"})
     with pytest.raises(DataError, match="did you mean --oct_classes"):
         check_overrides(files, {"oct_clases": ["a"]})
 
