@@ -56,6 +56,7 @@ from medfuse.evaluation.calibration import (
     decide,
     fit_calibration,
     load_calibration,
+    reliability_bins,
     uncalibrate,
 )
 from medfuse.evaluation.classification import (
@@ -136,6 +137,8 @@ def metrics_from_predictions(predictions: dict) -> dict:
 def _ci_text(value: Any, ci: Mapping | None) -> str:
     if value is None:
         return "-"
+    if ci and ci.get("n_too_small"):
+        return f"{value:.4f} [n too small: < {ci.get('min_per_class')} per class]"
     if ci and ci.get("low") is not None:
         return f"{value:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
     return f"{value:.4f}"
@@ -268,7 +271,8 @@ def evaluate_predictions(
         positive_class: positive class of a binary task (index 1 when ``None``).
         n_boot: bootstrap resamples for the intervals (0: none). Defaults to 1000.
         seed: bootstrap seed. Defaults to 0.
-        n_bins: calibration bins. Defaults to 15.
+        n_bins: calibration bins at most (fewer for few cases: :func:`~medfuse.evaluation.calibration.reliability_bins`).
+            Defaults to 15.
         max_groups: grouping columns with more distinct values are skipped.
         cam_dir: folder with a CAM ``index.csv`` (:func:`~medfuse.evaluation.gallery.write_uncertain_cams`)
             shown as the gallery of uncertain cases.
@@ -421,9 +425,10 @@ def _classification_section(
                     "decision": cal["decision"], "threshold": cal.get("threshold"), "positive_class": cal.get("positive_class"),
                     "per_class_thresholds": cal.get("per_class_thresholds"), "target_sensitivity": cal.get("target_sensitivity"),
                     "fitted_on": cal.get("fitted_on"), "validation": cal.get("validation")}
-    before = calibration_summary(y, raw, multilabel, n_bins)
-    after = calibration_summary(y, probs, multilabel, n_bins) if cal is not None else None
-    cal_info.update(before=before, after=after)
+    bins = reliability_bins(y.size, n_bins)  # y.size: cases, or cases x labels (the events binned) for multi-label
+    before = calibration_summary(y, raw, multilabel, bins)
+    after = calibration_summary(y, probs, multilabel, bins) if cal is not None else None
+    cal_info.update(before=before, after=after, n_bins_requested=int(n_bins))
 
     # ---- discrimination and decisions
     if multilabel:
