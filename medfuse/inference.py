@@ -401,10 +401,6 @@ class LoadedModel:
 
         ``x`` as in :meth:`predict`; an input that cannot be decoded raises :class:`~medfuse.errors.DataError`.
         """
-        import torch
-
-        from medfuse.visualize.cam import compute_cam, default_target_layer
-
         entries, batch = self._inputs(x)
         images = []
         for entry in entries:
@@ -412,12 +408,22 @@ class LoadedModel:
             if image is None:
                 raise DataError(f"{entry if isinstance(entry, str) else 'array input'}: not scored ({check})")
             images.append(image)
+        maps = self.cam_images(images, class_index)
+        return maps if batch else maps[0]
+
+    def cam_images(self, images: Sequence[Any], class_index: Any = None):
+        """Grad-CAM maps (N, H, W) in [0, 1] of already preprocessed images (:meth:`preprocess`), for the predicted
+        class unless ``class_index`` (one int, or one per image)."""
+        import torch
+
+        from medfuse.visualize.cam import compute_cam, default_target_layer
+
         if class_index is None:
             class_index = [self.classes.index(r["pred"]) for r in self.predict_images(images)]
         layer = "refine" if "refine" in dict(self.network.named_modules()) else default_target_layer(self.network)
-        maps = compute_cam(self.network, torch.stack(images).to(self.device), target_layer=layer, class_index=class_index)
-        maps = maps[:, 0].detach().cpu().numpy()
-        return maps if batch else maps[0]
+        maps = compute_cam(self.network, torch.stack([torch.as_tensor(i) for i in images]).to(self.device),
+                           target_layer=layer, class_index=class_index)
+        return maps[:, 0].detach().cpu().numpy()
 
 
 def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | None = None,

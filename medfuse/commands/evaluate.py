@@ -93,9 +93,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.validation or args.calibration or args.classes:
             raise DataError("--validation, --calibration and --classes go with --predictions; with --model the "
                             "model's classes and calibration.json are used")
-        args.predictions, args.calibration = _predict_manifest(args)
+        args.predictions, args.calibration, localization = _predict_manifest(args)
         args.manifest = args.manifest or args.data
-    elif args.data:
+    else:
+        localization = None
+    if args.data and args.model is None:
         raise DataError("--data goes with --model (with --predictions, --manifest names the manifest for the report)")
     for opt, path in (("--predictions", args.predictions), ("--validation", args.validation),
                       ("--calibration", args.calibration), ("--manifest", args.manifest)):
@@ -121,14 +123,16 @@ def _run(args: argparse.Namespace) -> int:
         title=args.title,
         figures=not args.no_figures,
         html=not args.no_figures,
+        localization=localization,
     )
     if args.quiet:
         print(Path(args.out) / ("metrics.json" if args.no_figures else "index.html"))
     return 0
 
 
-def _predict_manifest(args: argparse.Namespace) -> tuple[str, dict | None]:
-    """``--model`` mode: predict the labelled ``--split`` items of ``--data``; returns (predictions.csv, calibration)."""
+def _predict_manifest(args: argparse.Namespace) -> tuple[str, dict | None, list | None]:
+    """``--model`` mode: predict the labelled ``--split`` items of ``--data``; returns (predictions.csv, calibration,
+    localization rows or None: the CAMs against the items' lesion boxes and lung masks, where they have any)."""
     from pathlib import Path
 
     from medfuse.data.manifest import load_split, read_manifest
@@ -163,7 +167,14 @@ def _predict_manifest(args: argparse.Namespace) -> tuple[str, dict | None]:
                          groups={k: [it.get(k, "") for it in labelled] for k in groups if any(k in it for it in labelled)})
     print(f"{model.settings.get('bundle_name')} ({model.source}) predicted {len(labelled)} '{args.split}' items of "
           f"{args.data}; {model.decision_rule}")
-    return str(path), model.calibration
+    localization = None
+    if any(it.get("boxes") or it.get("mask") for it in labelled):
+        from medfuse.evaluation.localization import localization_records
+
+        localization = localization_records(model, labelled, class_of=dict(enumerate(mapping)))
+        print(f"CAM localization: {len(localization)} CAMs of {len({r['image'] for r in localization})} items with "
+              "lesion boxes or lung masks")
+    return str(path), model.calibration, localization
 
 
 def main(argv=None) -> int:

@@ -37,7 +37,7 @@ th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;overflow-wrap:anywh
 th{background:#f4f6f8} td.l,th.l{text-align:left} .muted{color:#666;font-size:0.88em}
 .figs{display:flex;flex-wrap:wrap;gap:12px} .figs figure{margin:0;flex:0 1 360px} .figs img{width:100%;border:1px solid #eee}
 figcaption{font-size:0.85em;color:#555} .gallery{display:flex;flex-wrap:wrap;gap:10px}
-.gallery figure{margin:0;width:270px} .gallery img{width:100%;border:1px solid #eee}
+.gallery figure{margin:0;width:270px} .gallery figure.miss img{border:3px solid #c62828} .gallery img{width:100%;border:1px solid #eee}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 10px;margin:8px 0}
 pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:0.8em} .big{font-size:1.05em}
 """
@@ -154,6 +154,29 @@ def _per_class(m: Mapping) -> str:
                      _f(v.get("ppv", v.get("precision"))), _f(v.get("f1"))])
     return (_table(["class", "positives", "AUC", "AUPR", "sensitivity", "specificity", "PPV", "F1"], rows)
             + '<p class="muted">Below each value: its 95 % bootstrap interval.</p>')
+
+
+def _localization(m: Mapping) -> str:
+    loc = m.get("localization")
+    if not loc:
+        return ""
+    rows = []
+    for name, v in (loc.get("per_class") or {}).items():
+        pg, bm, ba = v.get("pointing_game") or {}, v.get("box_mass") or {}, v.get("box_area") or {}
+        lm, la = v.get("lung_mass") or {}, v.get("lung_area") or {}
+        rows.append([_e(name), _e(pg.get("n", 0)), _with_ci(pg.get("mean"), pg.get("ci")), _with_ci(bm.get("mean"), bm.get("ci")),
+                     _f(ba.get("mean")), _e(lm.get("n", 0)), _with_ci(lm.get("mean"), lm.get("ci")), _f(la.get("mean"))])
+    misses = loc.get("misses") or []
+    shown = ", ".join(_e(Path(x).name) for x in misses[:20]) + (f" and {len(misses) - 20} more" if len(misses) > 20 else "")
+    return ("<h2>Does the CAM look at the finding?</h2>"
+            "<p class='muted'>Grad-CAM of each class on the cases with reference boxes of that class (pointing game: "
+            "the CAM's peak pixel inside a box; box mass: the share of the CAM's sum inside the boxes) and on the cases "
+            "of that class with a lung mask (lung mass). The area columns are what a CAM that ignores the image would "
+            f"score. Below each value: its 95 % bootstrap interval over cases ({_e(loc.get('min_cases'))} cases at least). "
+            f"Per case: <a href='{_e(loc.get('file', 'localization.csv'))}'>{_e(loc.get('file', 'localization.csv'))}</a>.</p>"
+            + _table(["class", "cases with boxes", "pointing game", "CAM mass in boxes", "boxes' area", "cases with lungs",
+                      "CAM mass in lungs", "lungs' area"], rows)
+            + (f"<p class='muted'>CAM peak outside the boxes ({len(misses)} case(s)): {shown}.</p>" if misses else ""))
 
 
 def _figures(m: Mapping) -> str:
@@ -291,11 +314,15 @@ def _gallery(m: Mapping) -> str:
     skipped = [r for r in (m.get("gallery") or []) if not r.get("overlay_path")]
     if not g:
         return "<p>No CAM overlays were made for this report.</p>"
+    misses = {str(x) for x in ((m.get("localization") or {}).get("misses") or [])}
     items = "".join(
-        f'<figure><a href="{_e(r["overlay_path"])}"><img src="{_e(r["overlay_path"])}" alt="CAM"></a>'
+        f'<figure{" class=miss" if str(r["image"]) in misses else ""}><a href="{_e(r["overlay_path"])}">'
+        f'<img src="{_e(r["overlay_path"])}" alt="CAM"></a>'
         f'<figcaption>#{_e(r.get("rank", ""))} {_e(Path(r["image"]).name)}<br>true {_e(r.get("label") or "?")}, '
         f'pred {_e(r.get("pred"))} (p = {_num(r.get("prob"), 3)}), entropy {_num(r.get("entropy"), 3)}'
-        + (f', MI {_num(r.get("mutual_info"), 4)}' if r.get("mutual_info") else "") + "</figcaption></figure>"
+        + (f', MI {_num(r.get("mutual_info"), 4)}' if r.get("mutual_info") else "")
+        + ("<br><b>CAM misses the finding</b> (its peak lies outside the reference boxes)" if str(r["image"]) in misses else "")
+        + "</figcaption></figure>"
         for r in g)
     note = f"<p class='muted'>{len(skipped)} case(s) could not be loaded for a CAM.</p>" if skipped else ""
     return f'<div class="gallery">{items}</div>{note}'
@@ -366,7 +393,7 @@ def render_html(metrics: Mapping, config: Mapping | None = None, run_info: Mappi
             f"{' (' + str(m['unlabelled']) + ' unlabelled left out)' if m.get('unlabelled') else ''} "
             f"&middot; {_e(m.get('task', ''))} &middot; classes: {classes} &middot; written {when}</p>",
             "<h2>Headline</h2>", _headline(m), _operating_points(m),
-            "<h2>Per class</h2>", _per_class(m),
+            "<h2>Per class</h2>", _per_class(m), _localization(m),
             *others,
             "<h2>Figures</h2>", _figures(m),
             "<h2>Calibration</h2>", _calibration(m),

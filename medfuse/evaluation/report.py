@@ -254,6 +254,7 @@ def evaluate_predictions(
     html: bool = True,
     segmentation: str | os.PathLike | Mapping | None = None,
     detection: str | os.PathLike | Mapping | None = None,
+    localization: str | os.PathLike | Sequence[Mapping] | None = None,
 ) -> dict:
     """Evaluate ``predictions_csv`` and the other task results of the run, and write the report folder.
 
@@ -289,6 +290,11 @@ def evaluate_predictions(
         detection: detection results of the same run (an ``eval/detection_metrics.json`` path or its dictionary,
             as the detection task layer writes it), added to ``metrics.json["detection"]`` and shown in the
             report's detection section; nothing is drawn without it.
+        localization: does the CAM look at the finding: rows of
+            :func:`~medfuse.evaluation.localization.localization_records` (written to ``localization.csv``) or the path
+            of such a CSV; summarised per class with bootstrap intervals into ``metrics.json["localization"]``
+            (pointing game, CAM mass inside the boxes and the lungs) and the report's "Does the CAM look at the
+            finding?" section; gallery cases whose CAM peak misses their boxes are marked.
 
     Returns:
         the metrics dictionary, as written to ``metrics.json``.
@@ -311,6 +317,16 @@ def evaluate_predictions(
             positive_class=positive_class, n_boot=n_boot, seed=seed, n_bins=n_bins, max_groups=max_groups,
             cam_dir=cam_dir, figures=figures)
         tasks.append("classification")
+    if localization is not None:
+        from medfuse.evaluation.localization import localization_summary, read_localization_csv, write_localization_csv
+
+        rows = read_localization_csv(localization) if isinstance(localization, (str, os.PathLike)) else list(localization)
+        if not isinstance(localization, (str, os.PathLike)):
+            write_localization_csv(out / "localization.csv", rows)
+        names = metrics.get("classes") or sorted({str(r["class"]) for r in rows})
+        metrics["localization"] = {**localization_summary(rows, names, n_boot=int(n_boot or 0), seed=seed),
+                                   "file": "localization.csv" if not isinstance(localization, (str, os.PathLike))
+                                   else str(localization)}
     given = {"segmentation": segmentation, "detection": detection}
     for task in TASK_SECTIONS:
         if given[task] is not None:

@@ -207,6 +207,15 @@ def test_evaluate_model_on_a_manifest_maps_case_and_names_the_fix_otherwise(run_
     n_test = len(json.loads(Path(upper).read_text())["test"])
     assert len(rows) == n_test and {r["label"] for r in rows} <= {"normal", "opacity"}
     assert metrics["n"] == n_test and metrics["classes"] == ["normal", "opacity"] and 0.0 <= metrics["auc"] <= 1.0
+    # the demo phantoms carry opacity boxes and lung masks: the report says whether the CAM looks at them
+    test_items = json.loads(Path(upper).read_text())["test"]
+    boxed = sum(1 for it in test_items if it.get("boxes"))
+    loc = metrics["localization"]["per_class"]
+    assert loc["opacity"]["pointing_game"]["n"] == boxed > 0 and 0.0 <= loc["opacity"]["pointing_game"]["mean"] <= 1.0
+    assert 0.0 < loc["opacity"]["box_area"]["mean"] < 0.5 and 0.0 <= loc["opacity"]["box_mass"]["mean"] <= 1.0
+    assert loc["normal"]["lung_mass"]["n"] == n_test - boxed and 0.1 < loc["normal"]["lung_area"]["mean"] < 0.6
+    assert len(metrics["localization"]["misses"]) == round(boxed * (1 - loc["opacity"]["pointing_game"]["mean"]))
+    print("demo CAM localization:", json.dumps({c: {k: v["mean"] for k, v in e.items()} for c, e in loc.items()}))
     # the validation split into a folder of its own: the test report is not overwritten
     assert main(["--model", str(run_dir), "--data", str(upper), "--split", "validation", "--out", str(tmp_path / "eval_val"),
                  "--bootstrap", "0", "--no-figures", "--quiet"]) == 0
