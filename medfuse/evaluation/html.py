@@ -32,7 +32,7 @@ _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1150px;color:#222;padding:0 16px}
 h1{font-size:1.5em;margin-bottom:4px} h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0;font-size:0.9em;max-width:100%} .tw{max-width:100%;overflow-x:auto}
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;overflow-wrap:anywhere;vertical-align:top}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;overflow-wrap:break-word;vertical-align:top}
 @media (max-width:900px){table{font-size:0.8em} th,td{padding:2px 4px} body{margin:12px auto;padding:0 8px}}
 th{background:#f4f6f8} td.l,th.l{text-align:left} .muted{color:#666;font-size:0.88em}
 .figs{display:flex;flex-wrap:wrap;gap:12px} .figs figure{margin:0;flex:0 1 360px} .figs img{width:100%;border:1px solid #eee}
@@ -164,8 +164,11 @@ def _localization(m: Mapping) -> str:
     for name, v in (loc.get("per_class") or {}).items():
         pg, bm, ba = v.get("pointing_game") or {}, v.get("box_mass") or {}, v.get("box_area") or {}
         lm, la = v.get("lung_mass") or {}, v.get("lung_area") or {}
-        rows.append([_e(name), _e(pg.get("n", 0)), _with_ci(pg.get("mean"), pg.get("ci")), _with_ci(bm.get("mean"), bm.get("ci")),
-                     _f(ba.get("mean")), _e(lm.get("n", 0)), _with_ci(lm.get("mean"), lm.get("ci")), _f(la.get("mean"))])
+        rows.append([_e(name), _e(ba.get("n", 0)), _with_ci(pg.get("mean"), pg.get("ci")), _with_ci(bm.get("mean"), bm.get("ci")),
+                     _f(ba.get("mean")), _e(la.get("n", 0)), _with_ci(lm.get("mean"), lm.get("ci")), _f(la.get("mean"))])
+    empty = {name: (v.get("lung_mass") or v.get("box_mass") or {}).get("n_no_mass", 0)
+             for name, v in (loc.get("per_class") or {}).items()}
+    empty_note = "; ".join(f"{_e(k)}: {n}" for k, n in empty.items() if n)
     misses = loc.get("misses") or []
     shown = ", ".join(_e(Path(x).name) for x in misses[:20]) + (f" and {len(misses) - 20} more" if len(misses) > 20 else "")
     return ("<h2>Does the CAM look at the finding?</h2>"
@@ -176,7 +179,9 @@ def _localization(m: Mapping) -> str:
             f"Per case: <a href='{_e(loc.get('file', 'localization.csv'))}'>{_e(loc.get('file', 'localization.csv'))}</a>.</p>"
             + _table(["class", "cases with boxes", "pointing game", "CAM mass in boxes", "boxes' area", "cases with lungs",
                       "CAM mass in lungs", "lungs' area"], rows)
-            + (f"<p class='muted'>CAM peak outside the boxes ({len(misses)} case(s)): {shown}.</p>" if misses else ""))
+            + (f"<p class='muted'>CAM peak outside the boxes ({len(misses)} case(s)): {shown}.</p>" if misses else "")
+            + (f"<p class='muted'>CAMs that are zero everywhere (no mass to place; left out of the mass shares): "
+               f"{empty_note}.</p>" if empty_note else ""))
 
 
 def _figures(m: Mapping) -> str:

@@ -122,7 +122,10 @@ def case_localization(cam: Any, boxes: Sequence[Sequence[float]] | None = None, 
 
 def _mean_with_ci(values: Sequence[float], n_boot: int, seed: int, min_cases: int) -> dict:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    out: dict[str, Any] = {"n": int(v.size), "mean": float(v.mean()) if v.size else None}
+    # a share of nothing is undefined: a CAM that is zero everywhere (Grad-CAM after ReLU of a class the network
+    # does not see) gives NaN and is counted here instead of averaged
+    out: dict[str, Any] = {"n": int(v.size), "mean": float(v.mean()) if v.size else None,
+                           "n_no_mass": int(sum(1 for x in values if x is None or not np.isfinite(x)))}
     if v.size < min_cases:
         out["ci"] = too_small_interval(v.size, min_cases)
     elif n_boot > 0:

@@ -230,11 +230,13 @@ def plot_risk_coverage(selective: Mapping[str, Any], path, title: str = "Risk-co
         k = np.arange(1, n + 1)
         oracle = np.maximum(k - (n - errors), 0) / k
         ax.plot(cov, oracle, ls="--", color="0.5", lw=1, label="oracle (errors referred first)")
-    top = max(0.05, float(np.nanmax(risk)) * 1.18 if len(risk) else 1)
-    for name, r in (selective.get("referral") or {}).items():
-        x = 1 - r["fraction"]
-        ax.axvline(x, ls=":", color="0.55", lw=1)
-        ax.text(x, top * 0.985, f"refer {name}", rotation=90, ha="right", va="top", fontsize=7, color="0.35")
+    top = max(0.05, float(np.nanmax(risk)) * 1.1 if len(risk) else 1)
+    referral = selective.get("referral") or {}
+    for k, (name, r) in enumerate(referral.items()):
+        # one legend entry names all the dotted lines: text beside each would cover the curves
+        ax.axvline(1 - r["fraction"], ls=":", color="0.55", lw=1,
+                   label=("referral points: refer " + ", ".join(referral) + " (coverage "
+                          + ", ".join(f"{1 - v['fraction']:.2f}" for v in referral.values()) + ")") if k == 0 else None)
     ax.set_xlabel("coverage (fraction of cases kept)")
     ax.set_ylabel("risk (error rate of kept cases)")
     ax.set_xlim(0, 1)
