@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "vindr2manifest": "vindr2manifest", "coco2manifest": "coco2manifest",
     "validate": "validate",
     "summary": "summary",
+    "predict": "predict",
     "evaluate": "evaluate",
     "export": "export",
     "zoo": "zoo",

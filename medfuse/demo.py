@@ -247,6 +247,35 @@ def step_export(ctx: DemoContext) -> dict:
     }
 
 
+def step_predict(ctx: DemoContext) -> dict:
+    """``medfuse predict`` on one DICOM file with the exported release (the run folder when nothing was exported)."""
+    import csv
+    import os
+    import subprocess
+
+    from medfuse.errors import DataError
+
+    dicoms = sorted((ctx.data_dir / "cxr" / "dicom").glob("*.dcm"))
+    if not dicoms:
+        raise DataError(f"{ctx.data_dir / 'cxr' / 'dicom'}: no demo DICOM file to predict; run the data step with DICOM")
+    model = ctx.results.get("export", {}).get("release") or ctx.results.get("train", {}).get("run_dir") \
+        or _demo_runs(ctx) / "demo"
+    out = ctx.out / "predict_one"
+    cmd = [sys.executable, "-m", "medfuse", "predict", str(dicoms[0]), "--model", str(model), "--out", str(out),
+           "--no-progress"]
+    ctx.log("  $ medfuse predict " + " ".join(cmd[4:]))
+    env = dict(os.environ, MEDFUSE_CACHE=str(ctx.out / "cache"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in proc.stdout.strip().splitlines():
+        ctx.log("  " + line)
+    if proc.returncode != 0:
+        raise DataError(f"medfuse predict failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
+        row = next(csv.DictReader(f))
+    return {"input": dicoms[0], "model": model, "pred": row["pred"], "threshold": row["threshold"],
+            "temperature": row["temperature"], "input_check": row["input_check"], "predictions": out / "predictions.csv"}
+
+
 #: The demo, in order. Later steps read earlier results from ``ctx.results``.
 STEPS: list[DemoStep] = [
     DemoStep("data", step_data, "build the synthetic chest X-ray / OCT demo data (or reuse it)"),
@@ -255,6 +284,7 @@ STEPS: list[DemoStep] = [
     DemoStep("evaluate", step_evaluate, "evaluate it on the test split with Monte-Carlo dropout"),
     DemoStep("infer", step_infer, "predict the demo DICOM folder with uncertainty (predictions.csv)"),
     DemoStep("export", step_export, "export the demo model to a local model zoo (<out>/zoo): zoo checks, TorchScript"),
+    DemoStep("predict", step_predict, "medfuse predict on one DICOM file with the exported model"),
 ]
 
 

@@ -91,8 +91,8 @@ def test_full_demo_trains_evaluates_and_infers(tmp_path, capsys):
     args = ["--out", str(out), "--n-cxr", "24", "--n-oct", "8", "--size", "64", "--tiny"]
     assert demo.main(args) == 0
     text = capsys.readouterr().out
-    assert [s.name for s in demo.STEPS] == ["data", "validate", "train", "evaluate", "infer", "export"]
-    assert "[5/6] infer" in text and "[6/6] export" in text
+    assert [s.name for s in demo.STEPS] == ["data", "validate", "train", "evaluate", "infer", "export", "predict"]
+    assert "[5/7] infer" in text and "[6/7] export" in text and "[7/7] predict" in text
     summary = json.loads((out / "demo_summary.json").read_text())
     res = summary["results"]
     run_dir = out / "runs" / demo.DEMO_BUNDLE / "demo"
@@ -118,3 +118,7 @@ def test_full_demo_trains_evaluates_and_infers(tmp_path, capsys):
 
     expected = "checked" if default_schema_path() is not None else "NOT checked (no schema file)"
     assert res["export"]["metadata_schema"] == expected and f"metadata_schema: {expected}" in text
+    # the demo ends with medfuse predict on one DICOM file, with the exported release
+    assert res["predict"]["model"] == res["export"]["release"] and res["predict"]["input_check"] == "ok"
+    assert res["predict"]["input"].endswith(".dcm") and res["predict"]["pred"] in ("normal", "opacity")
+    assert "$ medfuse predict " in text and "inputs: 1, scored 1, skipped 0" in text

@@ -61,6 +61,11 @@ TASKS = ("classification", "multilabel", "segmentation", "segmentation_classific
 #: Keys whose string values are file paths relative to the manifest.
 PATH_KEYS = ("image", "mask")
 _TOP_KEYS = ("schema_version", "task", "classes", "provenance") + SPLITS
+#: further top-level keys the converters write (``box_format`` of detection manifests, a free-text ``note``)
+_TOP_EXTRA_KEYS = ("box_format", "note", "description", "name")
+#: item keys with a meaning (manifest.schema.json, DESIGN); an unknown item key this close to one is a typo
+_ITEM_KEYS = ("image", "label", "mask", "boxes", "box_labels", "patient_id", "sha256")
+_TYPO_CUTOFF = 0.75
 
 
 def make_provenance(tool: str, source_root: str | os.PathLike | None = None, arguments: Any = None, **extra) -> dict:
@@ -228,6 +233,14 @@ def validate_manifest(
     if not isinstance(manifest, Mapping):
         raise ManifestError(f"a manifest is a JSON object, not {type(manifest).__name__}", path)
 
+    import difflib
+
+    for key in manifest:
+        if key not in _TOP_KEYS and key not in _TOP_EXTRA_KEYS:
+            close = difflib.get_close_matches(str(key), _TOP_KEYS, n=1)
+            n = f" (its {len(manifest[key])} items are not read)" if isinstance(manifest[key], list) else ""
+            problems.append(f"unknown top-level key '{key}'{n}"
+                            + (f"; did you mean '{close[0]}'?" if close else f"; the keys are {list(_TOP_KEYS)}"))
     version = manifest.get("schema_version")
     if version is None:
         problems.append(f"missing 'schema_version'; add \"schema_version\": \"{SCHEMA_VERSION}\"")
@@ -265,6 +278,12 @@ def validate_manifest(
         if not isinstance(item, Mapping):
             problems.append(f"{where}: an item is an object with at least an 'image' key")
             continue
+        for key in item:
+            if key not in _ITEM_KEYS:
+                close = difflib.get_close_matches(str(key), _ITEM_KEYS, n=1, cutoff=_TYPO_CUTOFF)
+                if close and close[0] not in item:
+                    problems.append(f"{where}: unknown key '{key}'; did you mean '{close[0]}'? (extra keys are kept, "
+                                    "but this one looks like a typo)")
         image = item.get("image")
         if not isinstance(image, str) or not image:
             problems.append(f"{where}: missing 'image' (a path relative to the manifest)")
@@ -420,6 +439,9 @@ def summarize_manifest(manifest: Mapping[str, Any]) -> dict:
             "boxes": sum(len(it.get("boxes") or []) for it in items),
         }
     summary["total"] = sum(s["items"] for s in summary["splits"].values())
+    # items under a key that is not a split are not counted above: say so, never drop them silently
+    summary["not_counted"] = {str(k): len(v) for k, v in manifest.items()
+                              if k not in SPLITS and isinstance(v, list) and any(isinstance(x, Mapping) for x in v)}
     return summary
 
 
@@ -437,5 +459,7 @@ def format_summary(summary: Mapping[str, Any], title: str | None = None) -> str:
         row += "".join(f"{s['per_class'].get(c, 0):>11}" for c in classes)
         lines.append(row)
     lines.append(f"{'total':<11}{summary.get('total', 0):>7}")
+    for key, n in (summary.get("not_counted") or {}).items():
+        lines.append(f"not counted: {n} items under '{key}', which is not a split ({', '.join(SPLITS)})")
     return "\n".join(lines)
 

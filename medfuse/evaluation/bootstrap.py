@@ -27,9 +27,15 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["stratified_indices", "resampled_auc_ap", "resampled_auc", "resampled_average_precision", "percentile_interval",
-           "bootstrap_metrics"]
+           "too_small_interval", "smallest_class", "bootstrap_metrics", "MIN_CASES_PER_CLASS"]
 
 _CHUNK_VALUES = 4_000_000
+
+#: Fewest cases of each class (each label's positives and negatives for multi-label) for which intervals are drawn.
+#: With fewer, a stratified resample can only reshuffle a handful of cases per class and its percentile interval
+#: collapses (four cases that happen to be ranked right give "1.0000 - 1.0000"), which reads as certainty; the
+#: report says "n too small" instead.
+MIN_CASES_PER_CLASS = 10
 
 
 def stratified_indices(strata: Any, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -124,6 +130,28 @@ def percentile_interval(values: Any, level: float = 0.95) -> dict:
     return {"low": low, "high": high, "level": float(level), "n_boot": int(v.size), "n_defined": int(ok.size)}
 
 
+def too_small_interval(smallest: int, minimum: int, level: float = 0.95, n_boot: int = 0) -> dict:
+    """The interval entry of a bootstrap that was not drawn: ``low`` / ``high`` ``None``, ``n_too_small`` True, and the
+    counts that decided it (``smallest``: cases of the smallest class; ``min_per_class``: the minimum)."""
+    return {"low": None, "high": None, "level": float(level), "n_boot": int(n_boot), "n_defined": 0, "n_too_small": True,
+            "smallest_class": int(smallest), "min_per_class": int(minimum)}
+
+
+def smallest_class(y_true: Any, multilabel: bool = False) -> int:
+    """Cases of the smallest class present (single-label), or the fewest positives or negatives of any label
+    (multi-label; a kind with no case at all is left out, as a class absent from the data); 0 without cases."""
+    y = np.asarray(y_true)
+    if y.size == 0:
+        return 0
+    if multilabel:
+        t = y.reshape(len(y), -1).astype(bool)
+        counts = np.concatenate([t.sum(0), (~t).sum(0)])
+    else:
+        counts = np.unique(y.reshape(-1), return_counts=True)[1]
+    counts = counts[counts > 0]
+    return int(counts.min()) if counts.size else 0
+
+
 def bootstrap_metrics(
     y_true: Any,
     probs: Any,
@@ -133,8 +161,9 @@ def bootstrap_metrics(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    min_per_class: int = MIN_CASES_PER_CLASS,
 ) -> dict:
-    """Bootstrap intervals of AUC and AUPR (per class, macro, summary) and accuracy.
+    """Bootstrap intervals of AUC and AUPR (per class, macro, summary), accuracy, sensitivity and specificity.
 
     Args:
         y_true: (N,) class indices, or (N, C) 0/1 for multi-label (rows with unknown cells
@@ -147,13 +176,19 @@ def bootstrap_metrics(
         n_boot: resamples. Defaults to 1000.
         seed: seed. Defaults to 0.
         level: interval level. Defaults to 0.95.
+        min_per_class: fewest cases of the smallest class present (:func:`smallest_class`) for which intervals are
+            drawn; below it every interval is :func:`too_small_interval` and ``n_too_small`` is True.
+            Defaults to :data:`MIN_CASES_PER_CLASS`.
 
     Returns:
-        ``{"auc": ci, "aupr": ci, "accuracy": ci, "auc_macro": ci, "aupr_macro": ci,
-        "per_class": {name: {"auc": ci, "aupr": ci}}, "method": ..., "seed", "n_boot"}`` where
-        ``ci`` is :func:`percentile_interval` output. ``auc`` / ``aupr`` follow
+        ``{"auc": ci, "aupr": ci, "accuracy": ci, "sensitivity": ci, "specificity": ci, "auc_macro": ci,
+        "aupr_macro": ci, "per_class": {name: {"auc": ci, "aupr": ci, "sensitivity": ci, "specificity": ci}},
+        "method": ..., "seed", "n_boot", "n_too_small", "min_per_class"}`` where ``ci`` is
+        :func:`percentile_interval` output. ``auc`` / ``aupr`` follow
         :func:`~medfuse.evaluation.classification.classification_metrics`: the positive class
-        (index 1) for two single-label classes, the macro mean otherwise.
+        (index 1) for two single-label classes, the macro mean otherwise; ``sensitivity`` / ``specificity``
+        (of ``pred``, one class against the rest) follow :func:`~medfuse.evaluation.subgroups.core_metrics`: the
+        positive class's for two single-label classes, the mean over classes otherwise.
     """
     if int(n_boot) < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
@@ -170,13 +205,32 @@ def bootstrap_metrics(
         targets = np.stack([y == k for k in range(c)], axis=1)
         decided = p.argmax(1) if pred is None else np.asarray(pred).astype(np.int64).reshape(-1)
         correct = decided == y
+    method = "percentile bootstrap, resampling within each true class (label pattern for multi-label)"
+    smallest = smallest_class(y, multilabel)
+    if smallest < int(min_per_class):
+        none = too_small_interval(smallest, min_per_class, level)
+        keys = ("auc", "aupr", "sensitivity", "specificity")
+        return {**{k: dict(none) for k in ("auc", "aupr", "auc_macro", "aupr_macro", "accuracy", "sensitivity",
+                                           "specificity")},
+                "per_class": {name: {k: dict(none) for k in keys} for name in classes}, "method": method,
+                "seed": int(seed), "n_boot": 0, "level": float(level), "n_too_small": True,
+                "min_per_class": int(min_per_class), "smallest_class": smallest}
     idx = stratified_indices(y, n_boot, seed) if n else np.zeros((int(n_boot), 0), dtype=np.int64)
-    per_class, auc_rows, aupr_rows = {}, [], []
+    decided_k = decided if multilabel else np.stack([decided == k for k in range(c)], axis=1)
+    per_class, auc_rows, aupr_rows, sens_rows, spec_rows = {}, [], [], [], []
     for k, name in enumerate(classes):
         auc, aupr = resampled_auc_ap(targets[:, k], p[:, k], idx)
-        per_class[name] = {"auc": percentile_interval(auc, level), "aupr": percentile_interval(aupr, level)}
+        # the stratified resamples keep every class's count, so the denominators are those of the data
+        pos, neg = targets[:, k], ~targets[:, k]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sens = (decided_k[:, k] & pos)[idx].sum(1) / pos.sum() if pos.any() else np.full(int(n_boot), np.nan)
+            spec = (~decided_k[:, k] & neg)[idx].sum(1) / neg.sum() if neg.any() else np.full(int(n_boot), np.nan)
+        per_class[name] = {"auc": percentile_interval(auc, level), "aupr": percentile_interval(aupr, level),
+                           "sensitivity": percentile_interval(sens, level), "specificity": percentile_interval(spec, level)}
         auc_rows.append(auc)
         aupr_rows.append(aupr)
+        sens_rows.append(sens)
+        spec_rows.append(spec)
 
     def _macro(rows):
         arr = np.stack(rows)
@@ -194,9 +248,14 @@ def bootstrap_metrics(
         "auc_macro": percentile_interval(auc_macro, level),
         "aupr_macro": percentile_interval(aupr_macro, level),
         "accuracy": percentile_interval(acc, level),
+        "sensitivity": percentile_interval(sens_rows[1] if binary else _macro(sens_rows), level),
+        "specificity": percentile_interval(spec_rows[1] if binary else _macro(spec_rows), level),
         "per_class": per_class,
-        "method": "percentile bootstrap, resampling within each true class (label pattern for multi-label)",
+        "method": method,
         "seed": int(seed),
         "n_boot": int(n_boot),
         "level": float(level),
+        "n_too_small": False,
+        "min_per_class": int(min_per_class),
+        "smallest_class": smallest,
     }

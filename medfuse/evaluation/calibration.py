@@ -174,6 +174,22 @@ def negative_log_likelihood(y: Any, probs: Any, multilabel: bool = False, eps: f
     return float(-np.log(p[np.arange(len(y)), y]).mean())
 
 
+#: Fewest cases per calibration bin on average: with fewer, each bin's accuracy is a coin flip or two (15 bins for
+#: 20 cases leave most bins empty or with one case) and ECE mostly measures the binning.
+MIN_CASES_PER_BIN = 10
+
+
+def reliability_bins(n_events: int, requested: int = 15) -> int:
+    """The number of calibration bins for ``n_events`` probabilities (cases; cases x classes for multi-label):
+    ``requested``, reduced so that bins hold :data:`MIN_CASES_PER_BIN` events on average, and never below 2.
+
+    Example: ``reliability_bins(20, 15) == 2``, ``reliability_bins(100, 15) == 10``, ``reliability_bins(1000, 15) == 15``.
+    """
+    if int(requested) < 1:
+        raise ValueError(f"the number of bins must be at least 1, got {requested}")
+    return int(max(min(2, int(requested)), min(int(requested), int(n_events) // MIN_CASES_PER_BIN)))
+
+
 def calibration_summary(y: Any, probs: Any, multilabel: bool = False, n_bins: int = 15) -> dict:
     """ECE and MCE (equal-width and equal-mass bins), Brier score and NLL, plus the bins for figures."""
     p = np.asarray(probs, dtype=np.float64)
@@ -379,6 +395,10 @@ def load_calibration(path: str | os.PathLike | Mapping | None, classes: Sequence
     if not float(cal["temperature"]) > 0:
         raise DataError(f"{where}: temperature {cal['temperature']} must be > 0")
     if classes is not None and [str(c) for c in classes] != list(cal["classes"]):
+        if [str(c).lower() for c in classes] == [str(c).lower() for c in cal["classes"]]:
+            raise DataError(f"{where}: the model's classes are {cal['classes']} but the data names them {list(classes)} "
+                            "(they differ only in case); evaluate with medfuse evaluate --model RUN --data MANIFEST, "
+                            "which maps them, or rename the classes in the manifest")
         raise DataError(f"{where}: fitted for classes {cal['classes']} but the model has {list(classes)}; "
                         "refit the calibration for this model")
     return cal

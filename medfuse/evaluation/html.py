@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from medfuse.evaluation.calibration import MIN_CASES_PER_BIN
 from medfuse.utils.io import atomic_write_text
 
 __all__ = ["write_html", "render_html", "SECTIONS"]
@@ -30,11 +31,13 @@ __all__ = ["write_html", "render_html", "SECTIONS"]
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1150px;color:#222;padding:0 16px}
 h1{font-size:1.5em;margin-bottom:4px} h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:28px}
-table{border-collapse:collapse;margin:8px 0;font-size:0.9em} th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;margin:8px 0;font-size:0.9em;max-width:100%} .tw{max-width:100%;overflow-x:auto}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;overflow-wrap:break-word;vertical-align:top}
+@media (max-width:900px){table{font-size:0.8em} th,td{padding:2px 4px} body{margin:12px auto;padding:0 8px}}
 th{background:#f4f6f8} td.l,th.l{text-align:left} .muted{color:#666;font-size:0.88em}
 .figs{display:flex;flex-wrap:wrap;gap:12px} .figs figure{margin:0;flex:0 1 360px} .figs img{width:100%;border:1px solid #eee}
 figcaption{font-size:0.85em;color:#555} .gallery{display:flex;flex-wrap:wrap;gap:10px}
-.gallery figure{margin:0;width:270px} .gallery img{width:100%;border:1px solid #eee}
+.gallery figure{margin:0;width:270px} .gallery figure.miss img{border:3px solid #c62828} .gallery img{width:100%;border:1px solid #eee}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 10px;margin:8px 0}
 pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:0.8em} .big{font-size:1.05em}
 """
@@ -72,16 +75,28 @@ def _num(v: Any, digits: int) -> str:
 
 
 def _ci(ci: Mapping | None) -> str:
+    if ci and ci.get("n_too_small"):
+        return (f'<span class="muted" title="the smallest class has {_e(ci.get("smallest_class"))} case(s); intervals '
+                f'need {_e(ci.get("min_per_class"))} of each">n too small</span>')
     if not ci or ci.get("low") is None:
         return "&ndash;"
     return f"{ci['low']:.4f} &ndash; {ci['high']:.4f}"
+
+
+def _with_ci(v: Any, ci: Mapping | None) -> str:
+    """A value and its interval in one cell (``0.8125 [0.70 &ndash; 0.91]``), for tables that would get too wide."""
+    if v is None:
+        return "&ndash;"
+    if ci and (ci.get("low") is not None or ci.get("n_too_small")):
+        return f'{_f(v)}<br><span class="muted">{_ci(ci)}</span>'
+    return _f(v)
 
 
 def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
     th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(head))
     body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
                    for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+    return f'<div class="tw"><table><tr>{th}</tr>{body}</table></div>'
 
 
 def _headline(m: Mapping) -> str:
@@ -93,14 +108,18 @@ def _headline(m: Mapping) -> str:
         ["AUPR (" + _e(summary) + ")", _f(m.get("aupr")), _ci(ci.get("aupr"))],
         ["accuracy", _f(m.get("accuracy")), _ci(ci.get("accuracy"))],
         ["balanced accuracy", _f(m.get("balanced_accuracy")), "&ndash;"],
-        ["sensitivity", _f(d.get("sensitivity")), "&ndash;"],
-        ["specificity", _f(d.get("specificity")), "&ndash;"],
+        ["sensitivity", _f(d.get("sensitivity")), _ci(ci.get("sensitivity"))],
+        ["specificity", _f(d.get("specificity")), _ci(ci.get("specificity"))],
         ["F1", _f(m.get("f1")), "&ndash;"],
     ]
     if m.get("auc_macro") is not None and m.get("positive_class"):
         rows.insert(2, ["AUC (macro)", _f(m.get("auc_macro")), _ci(ci.get("auc_macro"))])
     note = (f'<p class="muted">Decision: {_e(d.get("rule", "?"))}. Intervals: {_e(ci.get("method", "none"))}, '
-            f'{ci.get("n_boot", 0)} resamples, seed {ci.get("seed", "-")}.</p>') if ci else ""
+            f'{ci.get("n_boot", 0)} resamples, seed {ci.get("seed", "-")}; drawn only when every class has at least '
+            f'{_e(ci.get("min_per_class", "?"))} cases.</p>') if ci else ""
+    if ci.get("n_too_small"):
+        note += (f'<div class="note">No intervals: the smallest class has {_e(ci.get("smallest_class"))} case(s), fewer than '
+                 f'the {_e(ci.get("min_per_class"))} per class a bootstrap interval needs here.</div>')
     return _table(["metric", "value", "95 % interval"], rows) + note
 
 
@@ -129,10 +148,40 @@ def _per_class(m: Mapping) -> str:
     ci = (m.get("ci") or {}).get("per_class", {})
     rows = []
     for c, v in m["per_class"].items():
-        rows.append([_e(c), str(v.get("support", "")), _f(v.get("auc")), _ci((ci.get(c) or {}).get("auc")), _f(v.get("aupr")),
-                     _ci((ci.get(c) or {}).get("aupr")), _f(v.get("sensitivity")), _f(v.get("specificity")),
+        k = ci.get(c) or {}
+        rows.append([_e(c), str(v.get("support", "")), _with_ci(v.get("auc"), k.get("auc")), _with_ci(v.get("aupr"), k.get("aupr")),
+                     _with_ci(v.get("sensitivity"), k.get("sensitivity")), _with_ci(v.get("specificity"), k.get("specificity")),
                      _f(v.get("ppv", v.get("precision"))), _f(v.get("f1"))])
-    return _table(["class", "positives", "AUC", "AUC 95 %", "AUPR", "AUPR 95 %", "sensitivity", "specificity", "PPV", "F1"], rows)
+    return (_table(["class", "positives", "AUC", "AUPR", "sensitivity", "specificity", "PPV", "F1"], rows)
+            + '<p class="muted">Below each value: its 95 % bootstrap interval.</p>')
+
+
+def _localization(m: Mapping) -> str:
+    loc = m.get("localization")
+    if not loc:
+        return ""
+    rows = []
+    for name, v in (loc.get("per_class") or {}).items():
+        pg, bm, ba = v.get("pointing_game") or {}, v.get("box_mass") or {}, v.get("box_area") or {}
+        lm, la = v.get("lung_mass") or {}, v.get("lung_area") or {}
+        rows.append([_e(name), _e(ba.get("n", 0)), _with_ci(pg.get("mean"), pg.get("ci")), _with_ci(bm.get("mean"), bm.get("ci")),
+                     _f(ba.get("mean")), _e(la.get("n", 0)), _with_ci(lm.get("mean"), lm.get("ci")), _f(la.get("mean"))])
+    empty = {name: (v.get("lung_mass") or v.get("box_mass") or {}).get("n_no_mass", 0)
+             for name, v in (loc.get("per_class") or {}).items()}
+    empty_note = "; ".join(f"{_e(k)}: {n}" for k, n in empty.items() if n)
+    misses = loc.get("misses") or []
+    shown = ", ".join(_e(Path(x).name) for x in misses[:20]) + (f" and {len(misses) - 20} more" if len(misses) > 20 else "")
+    return ("<h2>Does the CAM look at the finding?</h2>"
+            "<p class='muted'>Grad-CAM of each class on the cases with reference boxes of that class (pointing game: "
+            "the CAM's peak pixel inside a box; box mass: the share of the CAM's sum inside the boxes) and on the cases "
+            "of that class with a lung mask (lung mass). The area columns are what a CAM that ignores the image would "
+            f"score. Below each value: its 95 % bootstrap interval over cases ({_e(loc.get('min_cases'))} cases at least). "
+            f"Per case: <a href='{_e(loc.get('file', 'localization.csv'))}'>{_e(loc.get('file', 'localization.csv'))}</a>.</p>"
+            + _table(["class", "cases with boxes", "pointing game", "CAM mass in boxes", "boxes' area", "cases with lungs",
+                      "CAM mass in lungs", "lungs' area"], rows)
+            + (f"<p class='muted'>CAM peak outside the boxes ({len(misses)} case(s)): {shown}.</p>" if misses else "")
+            + (f"<p class='muted'>CAMs that are zero everywhere (no mass to place; left out of the mass shares): "
+               f"{empty_note}.</p>" if empty_note else ""))
 
 
 def _figures(m: Mapping) -> str:
@@ -166,7 +215,10 @@ def _calibration(m: Mapping) -> str:
     bins = (c.get("before") or {}).get("n_bins", "")
     parts.append(_table(["probabilities", "ECE (equal width)", "MCE (equal width)", "ECE (equal mass)", "MCE (equal mass)",
                          "Brier", "NLL"], rows))
-    parts.append(f'<p class="muted">{bins} bins over the {_e((c.get("before") or {}).get("confidence", ""))}. '
+    asked = c.get("n_bins_requested")
+    fewer = (f" (fewer than the {_e(asked)} asked for, so that a bin holds about {MIN_CASES_PER_BIN} cases on average)"
+             if asked is not None and bins != "" and int(bins) < int(asked) else "")
+    parts.append(f'<p class="muted">{bins} bins{fewer} over the {_e((c.get("before") or {}).get("confidence", ""))}. '
                  "Temperature scaling divides the logits by T (Guo et al. 2017); it does not change the ranking.</p>")
     return "".join(parts)
 
@@ -267,11 +319,15 @@ def _gallery(m: Mapping) -> str:
     skipped = [r for r in (m.get("gallery") or []) if not r.get("overlay_path")]
     if not g:
         return "<p>No CAM overlays were made for this report.</p>"
+    misses = {str(x) for x in ((m.get("localization") or {}).get("misses") or [])}
     items = "".join(
-        f'<figure><a href="{_e(r["overlay_path"])}"><img src="{_e(r["overlay_path"])}" alt="CAM"></a>'
+        f'<figure{" class=miss" if str(r["image"]) in misses else ""}><a href="{_e(r["overlay_path"])}">'
+        f'<img src="{_e(r["overlay_path"])}" alt="CAM"></a>'
         f'<figcaption>#{_e(r.get("rank", ""))} {_e(Path(r["image"]).name)}<br>true {_e(r.get("label") or "?")}, '
         f'pred {_e(r.get("pred"))} (p = {_num(r.get("prob"), 3)}), entropy {_num(r.get("entropy"), 3)}'
-        + (f', MI {_num(r.get("mutual_info"), 4)}' if r.get("mutual_info") else "") + "</figcaption></figure>"
+        + (f', MI {_num(r.get("mutual_info"), 4)}' if r.get("mutual_info") else "")
+        + ("<br><b>CAM misses the finding</b> (its peak lies outside the reference boxes)" if str(r["image"]) in misses else "")
+        + "</figcaption></figure>"
         for r in g)
     note = f"<p class='muted'>{len(skipped)} case(s) could not be loaded for a CAM.</p>" if skipped else ""
     return f'<div class="gallery">{items}</div>{note}'
@@ -342,7 +398,7 @@ def render_html(metrics: Mapping, config: Mapping | None = None, run_info: Mappi
             f"{' (' + str(m['unlabelled']) + ' unlabelled left out)' if m.get('unlabelled') else ''} "
             f"&middot; {_e(m.get('task', ''))} &middot; classes: {classes} &middot; written {when}</p>",
             "<h2>Headline</h2>", _headline(m), _operating_points(m),
-            "<h2>Per class</h2>", _per_class(m),
+            "<h2>Per class</h2>", _per_class(m), _localization(m),
             *others,
             "<h2>Figures</h2>", _figures(m),
             "<h2>Calibration</h2>", _calibration(m),

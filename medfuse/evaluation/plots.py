@@ -38,12 +38,22 @@ def _figure(w: float = 5.0, h: float = 4.4):
     return fig
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def _save(fig, path: str | os.PathLike, tight: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.08)  # "tight": the legends below the axes stay in the picture
     return path
+
+
+def _legend_below(ax, source=None, columns: int = 1) -> None:
+    """The legend of ``source``'s lines (default ``ax``'s) under ``ax`` (below its x label), where it cannot cover a
+    curve or a point."""
+    handles, labels = (source or ax).get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16 if source is None else -0.45),
+                  fontsize=8, ncol=columns, frameon=False)
 
 
 def _roc_at_grid(y: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -95,18 +105,18 @@ def _curve_plot(curves: Mapping[str, dict], path, kind: str, title: str, labels:
         if c.get("low") is not None:
             ax.fill_between(x, c["low"], c["high"], color=col, alpha=0.18, lw=0)
     if kind == "roc":
-        ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1)
+        ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="chance (a random model)")
         ax.set_xlabel("1 - specificity (false-positive rate)")
         ax.set_ylabel("sensitivity (true-positive rate)")
     else:
         for name, prev in (prevalence or {}).items():
-            ax.axhline(prev, ls=":", color="0.6", lw=1)
+            ax.axhline(prev, ls=":", color="0.6", lw=1, label=f"{name}: prevalence {prev:.2f} (a random model)")
         ax.set_xlabel("recall (sensitivity)")
         ax.set_ylabel("precision (PPV)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
-    ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
+    _legend_below(ax)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -152,15 +162,13 @@ def plot_reliability(before: Mapping[str, Any], after: Mapping[str, Any] | None,
     ax.set_xlim(float(xmin), 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("observed accuracy")
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    n_bins = len((before or {}).get("bins", {}).get("edges", [])) - 1
+    ax.set_title(title + (f" ({n_bins} bins)" if n_bins > 0 else ""))
     ax.grid(alpha=0.3)
     axh.set_xlabel("predicted confidence")
     axh.set_ylabel("cases")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    _legend_below(axh, ax)  # under the histogram: the points can lie anywhere in the upper panel
+    return _save(fig, path, tight=False)
 
 
 def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path, title: str = "Confusion matrix") -> Path:
@@ -222,14 +230,19 @@ def plot_risk_coverage(selective: Mapping[str, Any], path, title: str = "Risk-co
         k = np.arange(1, n + 1)
         oracle = np.maximum(k - (n - errors), 0) / k
         ax.plot(cov, oracle, ls="--", color="0.5", lw=1, label="oracle (errors referred first)")
-    for name, r in (selective.get("referral") or {}).items():
-        ax.axvline(1 - r["fraction"], ls=":", color="0.7", lw=1)
+    top = max(0.05, float(np.nanmax(risk)) * 1.1 if len(risk) else 1)
+    referral = selective.get("referral") or {}
+    for k, (name, r) in enumerate(referral.items()):
+        # one legend entry names all the dotted lines: text beside each would cover the curves
+        ax.axvline(1 - r["fraction"], ls=":", color="0.55", lw=1,
+                   label=("referral points: refer " + ", ".join(referral) + " (coverage "
+                          + ", ".join(f"{1 - v['fraction']:.2f}" for v in referral.values()) + ")") if k == 0 else None)
     ax.set_xlabel("coverage (fraction of cases kept)")
     ax.set_ylabel("risk (error rate of kept cases)")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, max(0.05, float(np.nanmax(risk)) * 1.1 if len(risk) else 1))
+    ax.set_ylim(0, top)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="best")
+    _legend_below(ax)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

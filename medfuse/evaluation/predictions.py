@@ -106,7 +106,8 @@ def write_predictions(
         mutual_info: mutual information per row; the column is written only when given.
         extra: further columns, name -> values.
         pred: predicted class indices (e.g. from a validated threshold); the arg-max of
-            ``probs`` when ``None``.
+            ``probs`` when ``None``. A row whose probabilities are NaN (an input not scored) or whose
+            index is negative gets an empty ``pred``.
     """
     classes = [str(c) for c in classes]
     p = np.asarray(probs, dtype=np.float64).reshape(len(images), -1) if len(images) else np.zeros((0, len(classes)))
@@ -129,7 +130,7 @@ def write_predictions(
         for k, c in enumerate(classes):
             row[f"{PROB_PREFIX}{c}"] = _num(p[i, k])
         k_pred = int(p[i].argmax()) if pred is None else int(pred[i])
-        row["pred"] = classes[k_pred] if len(classes) else ""
+        row["pred"] = classes[k_pred] if 0 <= k_pred < len(classes) and not np.isnan(p[i]).any() else ""
         row["entropy"] = _num(ent[i])
         if mutual_info is not None:
             row["mutual_info"] = _num(mutual_info[i])

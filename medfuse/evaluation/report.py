@@ -56,6 +56,7 @@ from medfuse.evaluation.calibration import (
     decide,
     fit_calibration,
     load_calibration,
+    reliability_bins,
     uncalibrate,
 )
 from medfuse.evaluation.classification import (
@@ -136,6 +137,8 @@ def metrics_from_predictions(predictions: dict) -> dict:
 def _ci_text(value: Any, ci: Mapping | None) -> str:
     if value is None:
         return "-"
+    if ci and ci.get("n_too_small"):
+        return f"{value:.4f} [n too small: < {ci.get('min_per_class')} per class]"
     if ci and ci.get("low") is not None:
         return f"{value:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
     return f"{value:.4f}"
@@ -251,6 +254,7 @@ def evaluate_predictions(
     html: bool = True,
     segmentation: str | os.PathLike | Mapping | None = None,
     detection: str | os.PathLike | Mapping | None = None,
+    localization: str | os.PathLike | Sequence[Mapping] | None = None,
 ) -> dict:
     """Evaluate ``predictions_csv`` and the other task results of the run, and write the report folder.
 
@@ -268,7 +272,8 @@ def evaluate_predictions(
         positive_class: positive class of a binary task (index 1 when ``None``).
         n_boot: bootstrap resamples for the intervals (0: none). Defaults to 1000.
         seed: bootstrap seed. Defaults to 0.
-        n_bins: calibration bins. Defaults to 15.
+        n_bins: calibration bins at most (fewer for few cases: :func:`~medfuse.evaluation.calibration.reliability_bins`).
+            Defaults to 15.
         max_groups: grouping columns with more distinct values are skipped.
         cam_dir: folder with a CAM ``index.csv`` (:func:`~medfuse.evaluation.gallery.write_uncertain_cams`)
             shown as the gallery of uncertain cases.
@@ -285,6 +290,11 @@ def evaluate_predictions(
         detection: detection results of the same run (an ``eval/detection_metrics.json`` path or its dictionary,
             as the detection task layer writes it), added to ``metrics.json["detection"]`` and shown in the
             report's detection section; nothing is drawn without it.
+        localization: does the CAM look at the finding: rows of
+            :func:`~medfuse.evaluation.localization.localization_records` (written to ``localization.csv``) or the path
+            of such a CSV; summarised per class with bootstrap intervals into ``metrics.json["localization"]``
+            (pointing game, CAM mass inside the boxes and the lungs) and the report's "Does the CAM look at the
+            finding?" section; gallery cases whose CAM peak misses their boxes are marked.
 
     Returns:
         the metrics dictionary, as written to ``metrics.json``.
@@ -307,6 +317,16 @@ def evaluate_predictions(
             positive_class=positive_class, n_boot=n_boot, seed=seed, n_bins=n_bins, max_groups=max_groups,
             cam_dir=cam_dir, figures=figures)
         tasks.append("classification")
+    if localization is not None:
+        from medfuse.evaluation.localization import localization_summary, read_localization_csv, write_localization_csv
+
+        rows = read_localization_csv(localization) if isinstance(localization, (str, os.PathLike)) else list(localization)
+        if not isinstance(localization, (str, os.PathLike)):
+            write_localization_csv(out / "localization.csv", rows)
+        names = metrics.get("classes") or sorted({str(r["class"]) for r in rows})
+        metrics["localization"] = {**localization_summary(rows, names, n_boot=int(n_boot or 0), seed=seed),
+                                   "file": "localization.csv" if not isinstance(localization, (str, os.PathLike))
+                                   else str(localization)}
     given = {"segmentation": segmentation, "detection": detection}
     for task in TASK_SECTIONS:
         if given[task] is not None:
@@ -421,9 +441,10 @@ def _classification_section(
                     "decision": cal["decision"], "threshold": cal.get("threshold"), "positive_class": cal.get("positive_class"),
                     "per_class_thresholds": cal.get("per_class_thresholds"), "target_sensitivity": cal.get("target_sensitivity"),
                     "fitted_on": cal.get("fitted_on"), "validation": cal.get("validation")}
-    before = calibration_summary(y, raw, multilabel, n_bins)
-    after = calibration_summary(y, probs, multilabel, n_bins) if cal is not None else None
-    cal_info.update(before=before, after=after)
+    bins = reliability_bins(y.size, n_bins)  # y.size: cases, or cases x labels (the events binned) for multi-label
+    before = calibration_summary(y, raw, multilabel, bins)
+    after = calibration_summary(y, probs, multilabel, bins) if cal is not None else None
+    cal_info.update(before=before, after=after, n_bins_requested=int(n_bins))
 
     # ---- discrimination and decisions
     if multilabel:

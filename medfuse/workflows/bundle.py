@@ -33,6 +33,8 @@ __all__ = [
     "BASE_KEY",
     "WORKFLOWS",
     "bundle_dir",
+    "check_overrides",
+    "check_command_line_overrides",
     "LAYER_FILES_KEY",
     "compose_bundle",
     "compose_layers",
@@ -293,6 +295,110 @@ def compose_bundle() -> None:
         parser.get_parsed_content(f"initialize#{i}")
 
 
+#: override keys of ``monai.bundle run`` that are arguments of the runner, not config keys
+_RUNNER_ARGS = {"config_file", "meta_file", "logging_file", "init_id", "run_id", "final_id", "tracking", "args_file",
+                "workflow_name", "workflow_type"}
+_MISSING = object()
+
+
+def _all_layers(files: list[str]) -> list[str]:
+    """Every layer of each config file (a layered bundle's file run alone brings its base layers), once, in order."""
+    out: list[str] = []
+    for f in files:
+        path = Path(f)
+        try:
+            layers = [str(p) for p in config_layers(path.parent.parent, path.name)] if path.parent.name == "configs" else [f]
+        except (FileNotFoundError, ValueError):
+            layers = [f]
+        out += [x for x in layers if x not in out]
+    return out
+
+
+def _expected_type(current: Any) -> tuple[tuple, str] | None:
+    """(accepted Python types, words) for an override of a config value, or None when anything goes."""
+    if isinstance(current, bool):
+        return (bool,), "true or false"
+    if isinstance(current, int):
+        return (int,), "an integer"
+    if isinstance(current, float):
+        return (int, float), "a number"
+    if isinstance(current, list):
+        return (list, tuple), "a list"
+    if isinstance(current, dict):
+        return (dict,), "a dictionary"
+    return None
+
+
+def check_overrides(files: list[str | os.PathLike], overrides: dict) -> None:
+    """Refuse override keys that no layer of the config defines, and literal values of the wrong type.
+
+    The known keys are those of the composed config (every layer of ``files``, as :func:`compose_layers` merges
+    them), so a key added to a base config is known to every bundle built on it. ``a#b#c`` keys must name an
+    existing nested entry. A value is checked against the composed config's literal value (an integer stays an
+    integer, a flag a flag ...); expressions (``$...``), references (``@...``) and ``null`` accept anything.
+
+    Raises:
+        DataError: one line naming the key and a did-you-mean (:func:`difflib.get_close_matches`), or the key,
+            the value and the expected type.
+    """
+    import difflib
+
+    from medfuse.errors import DataError
+
+    layers = _all_layers([str(f) for f in files])
+    config = compose_layers(layers)
+    where = ", ".join(f"{Path(f).parent.parent.name}/{Path(f).name}" for f in layers)
+    for key, value in overrides.items():
+        if key in _RUNNER_ARGS or key.startswith("+"):
+            continue
+        node: Any = config
+        for depth, part in enumerate(key.split("#")):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                choices = [str(k) for k in node] if isinstance(node, dict) else []
+                close = difflib.get_close_matches(part, choices, n=1)
+                parent = "#".join(key.split("#")[:depth])
+                hint = f"; did you mean --{(parent + '#' if parent else '') + close[0]}?" if close else ""
+                raise DataError(f"--{key}: no such key in the config ({where}){hint} "
+                                "(a typo would otherwise be ignored silently)")
+        if isinstance(node, str) and node[:1] in ("$", "@", "%") or node is None:
+            continue
+        if value is None or isinstance(value, str) and value[:1] in ("$", "@", "%"):
+            continue
+        if isinstance(node, bool) and isinstance(value, str):
+            from medfuse.workflows.engine import FLAG_WORDS
+
+            if value.strip().lower() in FLAG_WORDS:
+                continue  # the command line passes --flag false as the string 'false'; flag() reads it
+        expected = _expected_type(node)
+        if expected and not (isinstance(value, expected[0]) and not (isinstance(value, bool) and bool not in expected[0])):
+            raise DataError(f"--{key} {value!r}: expected {expected[1]} (the config's value is {json.dumps(node)})")
+
+
+def check_command_line_overrides() -> None:
+    """:func:`check_overrides` on the ``python -m monai.bundle run`` command line, when the workflow was started there.
+
+    Called first by every bundle's ``initialize`` (through :func:`medfuse.workflows.setup_run`), before any work.
+    A bad override prints one line and ends the process with status 2, as an argument error does.
+    """
+    import sys
+
+    from medfuse.errors import DataError
+    from medfuse.workflows.runs import command_line_config_files, command_line_overrides
+
+    overrides, files = command_line_overrides(), command_line_config_files()
+    if not overrides or not files:
+        return
+    try:
+        check_overrides(files, overrides)
+    except DataError as e:
+        print(f"monai.bundle run: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def run_bundle(bundle: str | os.PathLike, workflow: str = "train", logging: bool = True, **overrides: Any) -> dict:
     """Run one workflow of a bundle and return its outputs.
 
@@ -310,6 +416,7 @@ def run_bundle(bundle: str | os.PathLike, workflow: str = "train", logging: bool
 
     Raises:
         ValueError: for an unknown workflow.
+        DataError: an override key that no config layer defines (with a did-you-mean), or a value of the wrong type.
     """
     from monai.bundle import ConfigWorkflow
 
@@ -318,6 +425,7 @@ def run_bundle(bundle: str | os.PathLike, workflow: str = "train", logging: bool
     root = bundle_dir(bundle)
     kind = WORKFLOWS[workflow][1]
     config_files = workflow_files(root, workflow)
+    check_overrides(config_files, overrides)  # a typo or a wrong type stops here, before any work
     wf = ConfigWorkflow(
         config_file=config_files if len(config_files) > 1 else config_files[0],
         meta_file=str(root / "configs" / "metadata.json"),

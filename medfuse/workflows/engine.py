@@ -29,6 +29,8 @@ def get_device(device: str | torch.device | None = "") -> torch.device:
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", "none", ""}
+#: the words :func:`flag` reads as true or false (a command-line override of a flag arrives as such a string)
+FLAG_WORDS = frozenset(_TRUE | _FALSE)
 
 
 def flag(value, name: str = "value") -> bool:
@@ -78,10 +80,16 @@ def set_num_threads(num_threads: int | None = 0) -> int:
 def setup_run(seed: int | None = 0, num_threads: int | None = 0) -> int:
     """Threads from ``num_threads`` and determinism from ``seed`` (``None`` or negative: not seeded).
 
+    Called first in every bundle's ``initialize``; under ``python -m monai.bundle run`` it first refuses unknown
+    override keys and values of the wrong type (:func:`medfuse.workflows.bundle.check_command_line_overrides`).
+
     Returns the number of threads set.
     """
     from monai.utils import set_determinism
 
+    from medfuse.workflows.bundle import check_command_line_overrides
+
+    check_command_line_overrides()  # first thing of every bundle run: typos in overrides stop it here
     n = set_num_threads(num_threads)
     if seed is not None and int(seed) >= 0:
         set_determinism(seed=int(seed))

@@ -169,7 +169,9 @@ class PredictionWriter:
     Each decollated item must carry ``pred`` as class probabilities (apply the softmax in the
     post-processing first); ``label`` is written when present, ``entropy`` and
     ``mutual_info`` when the inferer produced them (Monte-Carlo dropout), otherwise the
-    entropy of the probabilities is written. Rows are gathered from all ranks under
+    entropy of the probabilities is written. Every row carries ``temperature`` (1: no calibration) and
+    ``threshold`` (the validated threshold ``pred`` used; empty: arg-max), so the file says how ``pred``
+    follows the calibrated probabilities. Rows are gathered from all ranks under
     ``torch.distributed``; only rank 0 writes.
 
     Args:
@@ -279,6 +281,13 @@ class PredictionWriter:
         probs = np.stack([r["probs"] for r in rows]) if rows else np.zeros((0, len(self.classes)))
         pred = None
         entropy = [r["entropy"] for r in rows] if has_entropy else None
+        # every row says how pred was decided: the temperature applied and the threshold used (empty: arg-max)
+        temperature, threshold = 1.0, ""
+        if self.calibration is not None:
+            temperature = float(self.calibration["temperature"])
+            if self.calibration.get("decision") == "threshold" and self.calibration.get("threshold") is not None:
+                threshold = f"{float(self.calibration['threshold']):.6g}"
+        decision = {"threshold": [threshold] * len(rows), "temperature": [f"{temperature:.6g}"] * len(rows)}
         if self.calibration is not None:
             from medfuse.evaluation.calibration import apply_calibration
 
@@ -297,7 +306,7 @@ class PredictionWriter:
             labels=[r["label"] for r in rows] if has_label else None,
             entropy=entropy,
             mutual_info=[r["mutual_info"] for r in rows] if has_mi else None,
-            extra={k: [r.get(k, "") for r in rows] for k in self.extra_keys if any(k in r for r in rows)},
+            extra={**decision, **{k: [r.get(k, "") for r in rows] for k in self.extra_keys if any(k in r for r in rows)}},
             pred=pred,
         )
         logger.info("wrote %d predictions to %s", len(rows), self.path)

@@ -136,6 +136,26 @@ def active_bundle_root(default: str = ".") -> str:
     return str(root.parent if root.name == "configs" else root)
 
 
+def command_line_config_files() -> list[str] | None:
+    """The ``--config_file`` given to ``monai.bundle.scripts.run`` / ``create_workflow``, when on the stack."""
+    import ast
+
+    frame = inspect.currentframe()
+    try:
+        f = frame.f_back if frame is not None else None
+        while f is not None:
+            if f.f_code.co_name in ("run", "create_workflow") and f.f_globals.get("__name__") == "monai.bundle.scripts":
+                files = f.f_locals.get("config_file")
+                if isinstance(files, str) and files.strip().startswith("["):
+                    files = ast.literal_eval(files)
+                if files:
+                    return [str(x) for x in ([files] if isinstance(files, (str, os.PathLike)) else files)]
+            f = f.f_back
+    finally:
+        del frame
+    return None
+
+
 def command_line_overrides() -> dict | None:
     """Overrides given to ``monai.bundle.scripts.run`` / ``create_workflow``, when on the stack.
 

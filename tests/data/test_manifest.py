@@ -226,3 +226,35 @@ def test_schema_rejects_structural_errors():
     raw["validation"] = []
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(raw, SCHEMA)
+
+
+def test_validate_catches_misspelt_split_and_item_keys(simple, capsys):
+    """Failed on main: 'trainig' and 'lable' were reported "valid" and summary dropped the misspelt split's items."""
+    from medfuse.commands.summary import main as summary_main
+    from medfuse.commands.validate import main as validate_main
+
+    root, m = simple
+    bad = dict(m)
+    bad["trainig"] = bad.pop("training")
+    path = root / "typo_split.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ManifestError, match="unknown top-level key 'trainig' \\(its 2 items are not read\\); did you mean 'training'\\?"):
+        read_manifest(path)
+    assert validate_main([str(path)]) == 1
+    assert "did you mean 'training'?" in capsys.readouterr().err
+    # summary reads what it can but counts the stray items aloud
+    text = format_summary(summarize_manifest(bad))
+    assert "not counted: 2 items under 'trainig', which is not a split" in text
+    assert summary_main([str(path)]) == 1  # summary validates first: the typo is named, not skipped
+    assert "trainig" in capsys.readouterr().err
+
+    lab = json.loads(json.dumps(m))
+    lab["validation"][0]["lable"] = lab["validation"][0].pop("label")
+    path = root / "typo_item.json"
+    path.write_text(json.dumps(lab))
+    with pytest.raises(ManifestError, match="validation\\[0\\].*unknown key 'lable'; did you mean 'label'\\?"):
+        read_manifest(path)
+    # extra keys that are not near-misses stay allowed
+    ok = json.loads(json.dumps(m))
+    ok["training"][1].update(view="AP", sex="F", site="B", source="x.dcm")
+    validate_manifest(ok, base_dir=root)

@@ -9,7 +9,13 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from medfuse.evaluation import binary_auc, binary_average_precision, bootstrap_metrics, stratified_indices
-from medfuse.evaluation.bootstrap import percentile_interval, resampled_auc, resampled_average_precision
+from medfuse.evaluation.bootstrap import (
+    MIN_CASES_PER_CLASS,
+    percentile_interval,
+    resampled_auc,
+    resampled_average_precision,
+    smallest_class,
+)
 
 
 def _data(seed=0, n=300, c=2):
@@ -60,11 +66,11 @@ def test_intervals_contain_estimate_and_are_reproducible():
 def test_perfect_scores_give_a_degenerate_interval_and_missing_class_gives_none():
     y = np.array([0, 0, 1, 1, 1])
     p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.1, 0.9]])
-    ci = bootstrap_metrics(y, p, ["n", "p"], n_boot=100, seed=0)
+    ci = bootstrap_metrics(y, p, ["n", "p"], n_boot=100, seed=0, min_per_class=0)
     assert ci["auc"]["low"] == 1.0 and ci["auc"]["high"] == 1.0
     # no case of class 2: its AUC interval is undefined, the macro uses the other classes
     p3 = np.c_[p * 0.9, np.full(5, 0.1)]
-    ci3 = bootstrap_metrics(y, p3, ["n", "p", "none"], n_boot=50, seed=0)
+    ci3 = bootstrap_metrics(y, p3, ["n", "p", "none"], n_boot=50, seed=0, min_per_class=0)
     assert ci3["per_class"]["none"]["auc"]["low"] is None and ci3["per_class"]["none"]["auc"]["n_defined"] == 0
     assert ci3["auc_macro"]["low"] == 1.0
 
@@ -83,3 +89,36 @@ def test_multilabel_bootstrap():
     ci = bootstrap_metrics(y, p, ["x", "y"], multilabel=True, n_boot=100, seed=0)
     est = roc_auc_score(y, p, average="macro")
     assert ci["auc"]["low"] <= est <= ci["auc"]["high"]
+
+
+def test_too_few_cases_of_a_class_give_no_interval():
+    """Five cases (2 + 3) used to give AUC "1.0000 - 1.0000"; below the minimum per class no interval is drawn."""
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.1, 0.9]])
+    ci = bootstrap_metrics(y, p, ["n", "p"], n_boot=100, seed=0)
+    assert ci["n_too_small"] is True and ci["smallest_class"] == 2 and ci["min_per_class"] == MIN_CASES_PER_CLASS
+    for key in ("auc", "aupr", "accuracy", "sensitivity", "specificity"):
+        assert ci[key]["low"] is None and ci[key]["n_too_small"], key
+    assert ci["per_class"]["p"]["sensitivity"]["n_too_small"]
+    # exactly at the minimum the intervals are drawn; an absent class does not count
+    y10 = np.repeat([0, 1], MIN_CASES_PER_CLASS)
+    p10 = np.c_[1 - np.linspace(0.05, 0.95, y10.size), np.linspace(0.05, 0.95, y10.size)]
+    drawn = bootstrap_metrics(y10, np.c_[p10, np.zeros(y10.size)], ["a", "b", "c"], n_boot=50, seed=0)
+    assert drawn["n_too_small"] is False and drawn["auc"]["low"] is not None
+    assert smallest_class(np.r_[y10[:-1]]) == MIN_CASES_PER_CLASS - 1
+    assert smallest_class(np.array([[1, 0], [1, 1], [1, 0]]), multilabel=True) == 1  # label 1: one positive
+
+
+def test_sensitivity_and_specificity_intervals():
+    y, p = _data(4, 300, 2)
+    pred = (p[:, 1] >= 0.3).astype(int)
+    ci = bootstrap_metrics(y, p, ["n", "p"], pred=pred, n_boot=400, seed=1)
+    sens = float(((pred == 1) & (y == 1)).sum() / (y == 1).sum())
+    spec = float(((pred == 0) & (y == 0)).sum() / (y == 0).sum())
+    assert ci["sensitivity"]["low"] < sens < ci["sensitivity"]["high"]
+    assert ci["specificity"]["low"] < spec < ci["specificity"]["high"]
+    assert ci["sensitivity"] == ci["per_class"]["p"]["sensitivity"]
+    # one class against the rest: the negative class's sensitivity is the positive class's specificity
+    assert ci["per_class"]["n"]["sensitivity"]["low"] == pytest.approx(ci["specificity"]["low"])
+    ci3 = bootstrap_metrics(*_data(5, 300, 3), ["a", "b", "c"], n_boot=100, seed=0)
+    assert 0 < ci3["sensitivity"]["low"] < ci3["sensitivity"]["high"] < 1

@@ -129,7 +129,7 @@ def test_multiclass_with_a_class_without_positives_and_unlabelled_rows(tmp_path)
 
 
 def test_constant_and_inverted_scores_do_not_crash(tmp_path):
-    f = _write(tmp_path / "const.csv", ["label", "prob_n", "prob_p"], [[k % 2, 0.5, 0.5] for k in range(10)])
+    f = _write(tmp_path / "const.csv", ["label", "prob_n", "prob_p"], [[k % 2, 0.5, 0.5] for k in range(20)])
     m = evaluate_predictions(f, tmp_path / "c", verbose=False, n_boot=50)
     assert m["auc"] == 0.5 and m["ci"]["auc"]["low"] == 0.5
     f = _write(tmp_path / "inv.csv", ["label", "prob_n", "prob_p"],
@@ -229,3 +229,33 @@ def test_detection_results_join_the_report(tmp_path):
     assert m["detection"]["map"] == saved["detection"]["map"] == det["map"]
     page = (tmp_path / "index.html").read_text()
     assert "<h2>Detection</h2>" in page and "FROC (IoU 0.4)" in page and page.rstrip().endswith("</html>")
+
+
+def test_small_report_says_n_too_small_and_uses_fewer_bins(tmp_path):
+    """20 cases, 4 of them positive: no bootstrap interval (the minimum is stated), 2 calibration bins instead of 15."""
+    from medfuse.evaluation.bootstrap import MIN_CASES_PER_CLASS
+    from medfuse.evaluation.calibration import reliability_bins
+
+    assert [reliability_bins(n, 15) for n in (5, 20, 100, 1000)] == [2, 2, 10, 15]
+    assert reliability_bins(20, 1) == 1
+    y = np.r_[np.zeros(16, int), np.ones(4, int)]
+    p = np.linspace(0.1, 0.9, 20)
+    f = _write(tmp_path / "small.csv", ["image", "label", "prob_normal", "prob_pneumonia"],
+               [[f"i{i}", y[i], f"{1 - p[i]:.4f}", f"{p[i]:.4f}"] for i in range(20)])
+    m = evaluate_predictions(f, tmp_path / "r", verbose=False, n_boot=100)
+    assert m["ci"]["n_too_small"] and m["ci"]["auc"]["low"] is None and m["ci"]["smallest_class"] == 4
+    assert m["calibration"]["before"]["n_bins"] == 2 and m["calibration"]["n_bins_requested"] == 15
+    assert len(m["calibration"]["before"]["bins"]["count"]) == 2
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "n too small" in html and f"fewer than the {MIN_CASES_PER_CLASS} per class" in html
+    assert "2 bins (fewer than the 15 asked for" in html
+
+
+def test_sensitivity_specificity_intervals_in_the_report(binary_files, tmp_path):
+    m = evaluate_predictions(binary_files["test"], tmp_path / "r", verbose=False, n_boot=200, seed=0, figures=False)
+    d, ci = m["decision"], m["ci"]
+    assert ci["sensitivity"]["low"] <= d["sensitivity"] <= ci["sensitivity"]["high"]
+    assert ci["specificity"]["low"] <= d["specificity"] <= ci["specificity"]["high"]
+    html = (tmp_path / "r" / "index.html").read_text()
+    row = re.search(r"<tr><td class=\"l\">sensitivity</td>.*?</tr>", html).group(0)
+    assert f"{ci['sensitivity']['low']:.4f} &ndash; {ci['sensitivity']['high']:.4f}" in row

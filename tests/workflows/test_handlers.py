@@ -200,3 +200,29 @@ def test_progress_bar_and_logger_options(tmp_path, capsys):
     assert (tmp_path / "log.csv").is_file() and not (tmp_path / "log.jsonl").exists()
     with pytest.raises(ValueError, match="formats must be"):
         EpochLogger(tmp_path, formats=("xml",))
+
+
+def test_predictions_say_how_pred_was_decided(tmp_path):
+    """Every row carries temperature and threshold, and pred follows the calibrated probabilities by that rule."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 2)
+    items = [{"image": torch.randn(4), "image_path": f"/img/{i}.png"} for i in range(12)]
+    cal = {"format": "medfuse-calibration/1", "task": "single-label", "classes": ["neg", "pos"], "temperature": 2.0,
+           "decision": "threshold", "positive_class": "pos", "threshold": 0.3}
+    writer = PredictionWriter(tmp_path, ["neg", "pos"], calibration=cal)
+    SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=DataLoader(items, batch_size=4), network=net,
+                        postprocessing=Compose([Activationsd("pred", softmax=True)]), val_handlers=[writer]).run()
+    with open(tmp_path / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:7] == ["image", "prob_neg", "prob_pos", "pred", "threshold", "temperature", "entropy"]
+    assert {r["threshold"] for r in rows} == {"0.3"} and {r["temperature"] for r in rows} == {"2"}
+    for r in rows:
+        assert r["pred"] == ("pos" if float(r["prob_pos"]) >= float(r["threshold"]) else "neg")
+    # without a calibration: T = 1, empty threshold, pred = arg-max
+    plain = PredictionWriter(tmp_path / "plain", ["neg", "pos"])
+    SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=DataLoader(items, batch_size=4), network=net,
+                        postprocessing=Compose([Activationsd("pred", softmax=True)]), val_handlers=[plain]).run()
+    with open(tmp_path / "plain" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["threshold"] for r in rows} == {""} and {r["temperature"] for r in rows} == {"1"}
+    assert all(r["pred"] == ("pos" if float(r["prob_pos"]) > float(r["prob_neg"]) else "neg") for r in rows)
