@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "validate": "validate",
     "summary": "summary",
     "evaluate": "evaluate",
+    "ood-fit": "ood_fit",
     "export": "export",
     "zoo": "zoo",
 }

@@ -44,7 +44,7 @@ from typing import Any, Mapping
 
 from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_text, sha256_file
-from medfuse.workflows.bundle import BASE_KEY, flatten_configs
+from medfuse.workflows.bundle import ACCEPTS_KEY, BASE_KEY, bundle_metadata_value, flatten_configs
 from medfuse.zoo import checks
 from medfuse.zoo.checks import ZooCheckError
 from medfuse.zoo.configs import bake_config, is_literal, run_setting_keys
@@ -332,7 +332,10 @@ class _Export:
         else:
             checks.check_metadata_schema(self.src_meta_file, schema)  # the bundle as written, before the export fills anything in
         self.metadata = _read_json(self.src_meta_file)
+        accepts = bundle_metadata_value(bundle, ACCEPTS_KEY)  # inherited from the base: stated in the export
         self.metadata.pop(BASE_KEY, None)  # the export's configs stand alone
+        if accepts is not None:
+            self.metadata[ACCEPTS_KEY] = accepts
         self.name = str(self.metadata.get("bundle_name") or bundle.resolve().name)
         self.version = version or str(self.metadata.get("version", ""))
         self.done = ["required files", "json format (source)",
@@ -352,6 +355,10 @@ class _Export:
         else:
             calibration = None
         self.calibration = calibration
+        ood = self.weights_path.parent / "ood.json"  # the OOD model travels with the weights it was fitted on
+        self.ood = ood if ood.is_file() else None
+        if self.ood is not None:
+            shutil.copy2(ood, stage / "models" / "ood.json")
 
     def configs(self, changelog: str | None, data_source: str | None, data_license: str | None) -> None:
         """Write the run's settings and classes into the staged configs, the release facts into its metadata."""
@@ -437,6 +444,8 @@ class _Export:
         self.files = files = {p: sha256_file(stage / p) for p in large}
         if self.calibration is not None:
             files["models/calibration.json"] = sha256_file(stage / "models" / "calibration.json")
+        if self.ood is not None:
+            files["models/ood.json"] = sha256_file(stage / "models" / "ood.json")
         self.template = template = url_template or "{zoo_uri}/files/{name}_v{version}/{path}"
         entries = [
             {"path": p, "url": _url(template, self.zoo, name, version, p), "hash_val": files[p], "hash_type": "sha256"}
