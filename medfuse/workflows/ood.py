@@ -28,7 +28,7 @@ from medfuse.evaluation.ood import OOD_FILE, OOD_PERCENTILE, fit_ood, save_ood
 from medfuse.networks.features import pooled_features
 from medfuse.utils.distributed import is_main_process, unwrap_module
 
-__all__ = ["collect_features", "fit_run_ood", "fit_ood_for_run", "load_weights"]
+__all__ = ["collect_features", "eval_loader", "fit_run_ood", "fit_ood_for_run", "load_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def collect_features(
     return np.concatenate(feats), np.concatenate(labels), names
 
 
-def _loader(items: Sequence[dict], transform: Callable, batch_size: int, num_workers: int):
+def eval_loader(items: Sequence[dict], transform: Callable, batch_size: int, num_workers: int):
+    """A plain, unshuffled MONAI loader of ``items`` through ``transform``."""
     from monai.data import DataLoader, Dataset
 
     return DataLoader(Dataset(list(items), transform=transform), batch_size=int(batch_size), shuffle=False,
@@ -98,7 +99,7 @@ def fit_run_ood(
         logger.warning("no checkpoint at %s: OOD model not fitted", ckpt)
         return None
     net = load_weights(network, ckpt, device)
-    x, y, _ = collect_features(net, _loader(train_items, transform, batch_size, num_workers), device)
+    x, y, _ = collect_features(net, eval_loader(train_items, transform, batch_size, num_workers), device)
     v, _, _ = collect_features(net, val_dataloader, device)
     model = fit_ood(x, y, v, percentile=percentile, fitted_on={
         "run_dir": str(run_dir.resolve()), "checkpoint": ckpt.name, "features": "training split",
@@ -155,7 +156,7 @@ def fit_ood_for_run(
     transform = parser.get_parsed_content("validate#preprocessing", instantiate=True)
     train_items = parser.get_parsed_content("train#data", instantiate=True)
     val_items = parser.get_parsed_content("validate#data", instantiate=True)
-    model = fit_run_ood(run_dir, network, train_items, transform, _loader(val_items, transform, batch_size, num_workers),
+    model = fit_run_ood(run_dir, network, train_items, transform, eval_loader(val_items, transform, batch_size, num_workers),
                         device=device, checkpoint=ckpt, batch_size=batch_size, num_workers=num_workers)
     if model is None:
         raise DataError(f"{run_dir}: the OOD model could not be fitted (see the log)")
