@@ -465,7 +465,7 @@ class _Export:
         """The release zip and its checksum, loose copies of the weights, then the zoo folder of the bundle."""
         stage, zoo, rel, large = self.stage_dir, self.zoo, self.rel, self.large
         self.release = release = zoo / "releases" / f"{rel}.zip"
-        _write_zip(stage, self.name, release)
+        self.files = _write_zip(stage, self.name, release)  # every file of the bundle, configs included
         self.checksum = sha256_file(release)
         if not url_template:
             loose = zoo / "files" / rel
@@ -506,6 +506,7 @@ class _Export:
                 "monai": monai.__version__, "pytorch": torch.__version__, "numpy": numpy.__version__, "medfuse": __version__,
             },
             "files": self.files,
+            "files_complete": True,  # every file of the archive is listed: `zoo get` refuses any other
             "changelog": (new_meta.get("changelog") or {}).get(version, ""),
             "data_source": new_meta.get("data_source"),
             "data_license": licence,
