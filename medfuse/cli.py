@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "summary": "summary",
     "predict": "predict",
     "evaluate": "evaluate",
+    "ood-fit": "ood_fit",
     "export": "export",
     "zoo": "zoo",
 }

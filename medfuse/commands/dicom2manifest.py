@@ -4,8 +4,8 @@
 
 Every file under INPUT_DIR is read by content (no extension needed), checked, selected,
 de-duplicated by SOP Instance UID, pseudonymised and split by patient. Next to ``OUT.json``
-go ``OUT.report.json`` (every excluded file with a reason code; ``files_seen == included +
-len(excluded)``), ``OUT.salt`` (the pseudonym secret, owner-readable only) and
+go ``OUT.report.json`` (every excluded file, and every folder that could not be read, with a reason code;
+``files_seen + unreadable_folders == included + len(excluded)``), ``OUT.salt`` (the pseudonym secret, owner-readable only) and
 ``OUT.state.json`` (per-file scan records for ``--update``). See :mod:`medfuse.dicom.convert`
 and docs/dicom2manifest.md.
 """

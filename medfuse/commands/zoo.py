@@ -55,7 +55,9 @@ def _run(args) -> int:
         return 0
     key, entry = find_release(args.zoo, args.name, args.version)
     target = get_bundle(args.zoo, args.name, args.out, version=args.version, force=args.force)
-    print(f"unpacked {key} into {target} (archive and {len(entry.get('files') or {})} file checksums verified)")
+    n = len(entry.get("files") or {})
+    scope = "every file" if entry.get("files_complete") else "weights and calibration only: exported before medfuse checked every file"
+    print(f"unpacked {key} into {target} (archive and {n} file checksums verified: {scope})")
     if entry.get("non_commercial"):
         print(f"note: trained on data licensed '{entry.get('data_license')}' (non-commercial)")
     print(f"run it: python -m monai.bundle run --config_file {target}/configs/inference.json --input_dir <images> "

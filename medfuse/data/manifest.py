@@ -353,9 +353,14 @@ def read_manifest(
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found; check the path or create it with a medfuse *2manifest command", path)
+    data = path.read_bytes()
     try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
+        # json.loads on bytes detects the encoding (RFC 8259: UTF-8, -16 or -32, with or without a byte order mark),
+        # so a manifest saved as UTF-16 by a Windows editor or as UTF-8 with a BOM reads as it is
+        manifest = json.loads(data)
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"not UTF-8/16/32 text (byte 0x{data[e.start]:02x} at offset {e.start} is not "
+                            f"{e.encoding}); save the manifest as UTF-8", path) from None
     except json.JSONDecodeError as e:
         raise ManifestError(f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})", path) from e
     if validate:

@@ -30,6 +30,7 @@ from typing import Any, Hashable, Mapping, Sequence
 from medfuse.errors import DataError
 
 __all__ = [
+    "duplicate_content",
     "DEFAULT_SPLIT_NAMES",
     "parse_fractions",
     "validate_fractions",
@@ -316,3 +317,51 @@ def find_leakage(
             if len(names) > 1:
                 problems.append(f"{key} {value!r} occurs in {sorted(names)}")
     return problems
+
+
+def duplicate_content(
+    splits: Mapping[str, Sequence[Mapping[str, Any]]], base_dir: Any = None, compute: bool = True
+) -> tuple[list[str], list[str], int]:
+    """Identical image content across and within splits, by ``sha256`` (computed for items that carry none).
+
+    Args:
+        splits: split name -> items (``image`` relative to ``base_dir`` or absolute).
+        base_dir: folder the relative ``image`` paths start from (the manifest's folder).
+        compute: hash the files of items without ``sha256``; when False those items are not compared.
+
+    Returns:
+        ``(errors, warnings, unchecked)``: one error per content found in two or more splits (an image in training
+        and test inflates the test metrics), one warning per content repeated inside one split (it weighs twice in
+        training, or counts twice in a metric), and the number of items whose content could not be checked (no
+        ``sha256`` and ``compute`` off, or the file unreadable).
+    """
+    import os
+
+    from medfuse.utils.io import sha256_file
+
+    where: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    unchecked = 0
+    for name, items in splits.items():
+        for item in items:
+            digest = item.get("sha256")
+            image = str(item.get("image", ""))
+            if not digest and compute and image:
+                try:
+                    digest = sha256_file(os.path.join(str(base_dir or ""), image))
+                except OSError:
+                    digest = None
+            if not digest:
+                unchecked += 1
+                continue
+            where[str(digest)].append((name, image))
+    errors, warnings = [], []
+    for digest, places in sorted(where.items()):
+        if len(places) < 2:
+            continue
+        names = sorted({n for n, _ in places})
+        listed = ", ".join(f"{img} ({n})" for n, img in places[:4]) + (" ..." if len(places) > 4 else "")
+        if len(names) > 1:
+            errors.append(f"identical image content in splits {names}: {listed}; keep one copy, in one split")
+        else:
+            warnings.append(f"identical image content {len(places)} times in '{names[0]}': {listed}")
+    return errors, warnings, unchecked

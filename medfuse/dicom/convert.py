@@ -19,7 +19,9 @@
 5. write the scan state, the manifest and the report, each atomically.
 
 Every file under the input folder ends up either in the manifest or in the report's
-``excluded`` list, exactly once: ``files_seen == included + len(excluded)`` is checked
+``excluded`` list, exactly once, and every folder that could not be listed is in ``excluded`` as
+``unreadable_folder`` (counted in ``unreadable_folders``): ``files_seen + unreadable_folders == included +
+len(excluded)`` is checked
 
 The steps live in :mod:`medfuse.dicom.pipeline` (one method each: scan, select, label,
 decode, itemize, split, report, write); the report and its codes in :mod:`medfuse.dicom.report`.

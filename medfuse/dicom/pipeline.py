@@ -140,7 +140,7 @@ def _dicomdir_hints(root: Path, records: Iterable[dict[str, Any]], present: set[
 
 
 
-def _write_manifest(manifest: dict[str, Any], path: Path) -> None:
+def _write_manifest(manifest: dict[str, Any], path: Path, mode: int | None = None) -> None:
     """Validate and write atomically, one item per line (fast for tens of thousands of items).
 
     The key order is :func:`medfuse.data.manifest.write_manifest`'s. File existence is not
@@ -160,7 +160,7 @@ def _write_manifest(manifest: dict[str, Any], path: Path) -> None:
             parts.append(f"    {dump(s)}: [\n{body}\n    ]")
     lines.append(",\n".join(parts))
     lines.append("}\n")
-    atomic_write_text(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join(lines), mode)
 
 
 def _reusable(prev: dict, dopts: dict) -> bool:
@@ -326,6 +326,7 @@ class _Conversion:
         self.progress = progress
         # filled by the steps
         self.files: list[tuple[str, str]] = []
+        self.unreadable_folders: list[tuple[str, str]] = []
         self.records: dict[str, dict] = {}
         self.ordered: list[dict] = []
         self.decided: dict[str, tuple[str, str]] = {}
@@ -344,8 +345,10 @@ class _Conversion:
         report = self.report
         # 1. list files
         t0 = time.perf_counter()
-        files = _scan.iter_files(str(self.root))
+        unreadable: list = []
+        files = _scan.iter_files(str(self.root), unreadable)
         report.files_seen = len(files)
+        self.unreadable_folders = unreadable
         report.timings["list"] = time.perf_counter() - t0
 
         # 2. scan (reusing unchanged records with --update)
@@ -485,11 +488,32 @@ class _Conversion:
                     self.decided[rec["path"]] = (
                         "undecodable_transfer_syntax", f"{rec.get('transfer_syntax_uid')}: {res.get('detail', '')}"
                     )
-            self.kept = survivors
+            self.kept = self._drop_duplicate_pixels(survivors, decode_results)
         self.cache_root = cache_root
         self.decoded_state = decoded_state
         self.decode_results = decode_results
         self.report.timings["decode"] = time.perf_counter() - t0
+
+    def _drop_duplicate_pixels(self, kept: list[dict], decode_results: dict[str, dict]) -> list[dict]:
+        """One file per decoded image: copies of the same pixels under other SOP Instance UIDs (re-exports,
+        lossless re-encodings) are excluded as ``duplicate_pixels``, naming the kept file (ranked as for
+        duplicate SOP instances)."""
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for rec in kept:
+            digest = decode_results.get(rec["path"], {}).get("pixel_sha256")
+            groups[digest or f"path:{rec['path']}"].append(rec)
+        survivors = []
+        for rec in kept:
+            digest = decode_results.get(rec["path"], {}).get("pixel_sha256")
+            group = groups[digest or f"path:{rec['path']}"]
+            best = min(group, key=_dup_rank)
+            if best is rec:
+                survivors.append(rec)
+            else:
+                self.decided[rec["path"]] = ("duplicate_pixels", (
+                    f"the same decoded pixels as the kept file {best['path']} (SOP Instance UID {best.get('sop_uid')}); "
+                    f"this copy: SOP Instance UID {rec.get('sop_uid')}, {_describe_copy(rec)}"))
+        return survivors
 
     def itemize(self) -> None:
         """Manifest items of the kept files, with their warnings; notes on DICOMDIRs and identifying paths."""
@@ -533,6 +557,9 @@ class _Conversion:
     def fill_report(self) -> None:
         """Exclusions (checked: every file exactly once), counts by modality and by split."""
         report, splits, class_list, ordered = self.report, self.splits, self.class_list, self.ordered
+        for rel, error in self.unreadable_folders:
+            report.exclude(rel, "unreadable_folder", f"{error}; the files under it were not seen: give read access")
+        report.unreadable_folders = len(self.unreadable_folders)
         for rec in ordered:
             if rec["path"] in self.decided:
                 reason, detail = self.decided[rec["path"]]
@@ -577,12 +604,14 @@ class _Conversion:
                 "decoded": {k: v for k, v in self.decoded_state.items() if v.get("ok")},
                 "splits": {it["_rel"]: s for s in SPLITS for it in splits.get(s, [])},
             }
-            atomic_write_json(paths["state"], new_state, indent=None)
-            if self.keep_phi:
-                os.chmod(paths["state"], 0o600)
+        # with --keep-phi the state, manifest and report carry names, IDs and accession numbers: owner-only files
+        # (mode set before the rename, so no other user can ever read them)
+        private = 0o600 if self.keep_phi else None
+        if write:
+            atomic_write_json(paths["state"], new_state, indent=None, mode=private)
         for s in SPLITS:
             for it in splits.get(s, []):
                 it.pop("_rel", None)
         if write:
-            _write_manifest(manifest, paths["manifest"])
-            atomic_write_json(paths["report"], self.report.to_dict())
+            _write_manifest(manifest, paths["manifest"], mode=private)
+            atomic_write_json(paths["report"], self.report.to_dict(), mode=private)

@@ -15,6 +15,7 @@ __all__ = ["REASONS", "WARNING_CODES", "ScanReport", "format_summary"]
 DEFAULT_MODALITIES = ("CR", "DX", "DR", "OPT")
 #: Exclusion reasons, in pipeline order (the first that applies is reported).
 REASONS = (
+    "unreadable_folder",
     "unreadable",
     "empty_file",
     "not_dicom",
@@ -28,6 +29,7 @@ REASONS = (
     "view_not_selected",
     "burned_in_annotation",
     "duplicate_sop_instance",
+    "duplicate_pixels",
     "label_missing",
     "label_unknown",
     "undecodable_transfer_syntax",
@@ -43,6 +45,7 @@ class ScanReport:
 
     input_dir: str
     files_seen: int = 0
+    unreadable_folders: int = 0
     included: int = 0
     excluded: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
@@ -75,12 +78,17 @@ class ScanReport:
         return {c: counts[c] for c in WARNING_CODES if counts[c]}
 
     def check(self) -> None:
-        """Assert the invariant ``files_seen == included + len(excluded)`` and one entry per file."""
+        """Assert the invariant: every file seen is included or excluded once, and every folder that could not be
+        listed is excluded once as ``unreadable_folder``: ``files_seen + unreadable_folders == included +
+        len(excluded)``, one entry per path."""
         paths = [e["path"] for e in self.excluded]
-        if self.files_seen != self.included + len(self.excluded) or len(set(paths)) != len(paths):
+        folders = sum(1 for e in self.excluded if e["reason"] == "unreadable_folder")
+        if (self.files_seen + self.unreadable_folders != self.included + len(self.excluded)
+                or folders != self.unreadable_folders or len(set(paths)) != len(paths)):
             raise RuntimeError(
-                f"internal error in dicom2manifest: files_seen {self.files_seen} != included {self.included} "
-                f"+ excluded {len(self.excluded)} (or a file is excluded twice); please report this"
+                f"internal error in dicom2manifest: files_seen {self.files_seen} + unreadable folders "
+                f"{self.unreadable_folders} != included {self.included} + excluded {len(self.excluded)} "
+                "(or a path is excluded twice); please report this"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +100,7 @@ class ScanReport:
             "version": __version__,
             "input_dir": self.input_dir,
             "files_seen": self.files_seen,
+            "unreadable_folders": self.unreadable_folders,
             "included": self.included,
             "excluded_count": len(self.excluded),
             "excluded_by_reason": self.excluded_by_reason(),
@@ -113,7 +122,10 @@ def format_summary(report: ScanReport, manifest: dict) -> str:
     """The one-screen summary printed at the end."""
     lines = [
         f"dicom2manifest: {report.input_dir}",
-        f"files seen {report.files_seen} = included {report.included} + excluded {len(report.excluded)}"
+        f"files seen {report.files_seen} = included {report.included} + excluded "
+        f"{len(report.excluded) - report.unreadable_folders}"
+        + (f"; folders that could not be read: {report.unreadable_folders} (their files are not seen)"
+           if report.unreadable_folders else "")
         + (f"   (scanned {report.scanned}, reused {report.reused} unchanged)" if report.reused else ""),
     ]
     by_reason = report.excluded_by_reason()
@@ -140,4 +152,6 @@ def format_summary(report: ScanReport, manifest: dict) -> str:
     lines.append(
         f"time {t.get('total', 0):.1f} s (scan {t.get('scan', 0):.1f} s, decode {t.get('decode', 0):.1f} s)"
     )
-    return "\n".join(lines)
+    from medfuse.utils.io import escape_surrogates
+
+    return escape_surrogates("\n".join(lines))  # a non-UTF-8 file name prints as in the JSON files, never crashes

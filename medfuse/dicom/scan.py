@@ -492,10 +492,22 @@ def decode_file(path: str, options: dict[str, Any]) -> dict[str, Any]:
     trunc = [str(w.message) for w in caught if _is_truncation(str(w.message))]
     if trunc:
         return {"ok": False, "detail": " ".join(trunc[0].split())[:400]}
-    out: dict[str, Any] = {"ok": True, "shape": list(arr.shape)}
+    out: dict[str, Any] = {"ok": True, "shape": list(arr.shape), "pixel_sha256": _pixel_hash(arr)}
     if options.get("cache_path"):
         out["sha256"] = write_cached_image(arr, options["cache_path"])
     return out
+
+
+def _pixel_hash(arr: Any) -> str:
+    """SHA-256 of the decoded pixels with their shape and type: equal for the same image under any encoding."""
+    import hashlib
+
+    import numpy as np
+
+    a = np.ascontiguousarray(arr)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def decode_chunk(args: tuple[Sequence[tuple[str, dict[str, Any]]], None]) -> list[dict[str, Any]]:
@@ -540,10 +552,12 @@ def chunk_size_for(n_jobs: int, workers: int, largest: int = 64) -> int:
     return max(1, min(largest, -(-n_jobs // max(workers * 8, 1))))
 
 
-def iter_files(root: str) -> list[tuple[str, str]]:
+def iter_files(root: str, unreadable: list | None = None) -> list[tuple[str, str]]:
     """``(path, rel)`` for every file under ``root`` (hidden ones too), in sorted relative-path order.
 
-    Symbolic links to files are listed (and read); links to folders are not followed.
+    Symbolic links to files are listed (and read); links to folders are not followed. A folder that cannot be
+    listed (no read permission, vanished) is appended to ``unreadable`` as ``(rel + "/", error)`` when given:
+    nothing under it can be seen, and the report says so.
     """
     out: list[tuple[str, str]] = []
     stack = [(root, "")]
@@ -551,8 +565,10 @@ def iter_files(root: str) -> list[tuple[str, str]]:
         folder, prefix = stack.pop()
         try:
             entries = list(os.scandir(folder))
-        except OSError:
-            continue  # an unreadable subfolder: nothing under it can be listed
+        except OSError as e:
+            if unreadable is not None:
+                unreadable.append((prefix or "./", f"{type(e).__name__}: {e.strerror or e}"))
+            continue
         for entry in entries:
             rel = prefix + entry.name
             try:

@@ -31,6 +31,7 @@ from .classification import (
     threshold_for_sensitivity,
 )
 from .gallery import write_uncertain_cams
+from .ood import OOD_FILE, find_ood, fit_ood, load_ood, ood_flags, ood_scores, save_ood
 from .predictions import PROB_PREFIX, entropy_of, prediction_columns, read_predictions, write_predictions
 from .report import evaluate_predictions, metrics_from_predictions
 from .subgroups import subgroup_metrics
@@ -59,6 +60,13 @@ __all__ = [
     "save_calibration",
     "temperature_scale",
     "write_uncertain_cams",
+    "OOD_FILE",
+    "find_ood",
+    "fit_ood",
+    "load_ood",
+    "ood_flags",
+    "ood_scores",
+    "save_ood",
     "PROB_PREFIX",
     "entropy_of",
     "prediction_columns",

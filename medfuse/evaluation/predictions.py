@@ -38,9 +38,11 @@ import numpy as np
 from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_text
 
-__all__ = ["PROB_PREFIX", "SCHEMA", "RESERVED", "prediction_columns", "write_predictions", "read_predictions", "entropy_of"]
+__all__ = ["OK_CHECK", "PROB_PREFIX", "SCHEMA", "RESERVED", "prediction_columns", "write_predictions", "read_predictions", "entropy_of"]
 
 PROB_PREFIX = "prob_"
+#: ``input_check`` value of an input that was scored
+OK_CHECK = "ok"
 
 #: the named columns of ``predictions.csv`` in file order; ``prob_<class>`` columns follow ``label``.
 #: Every column not named here (and not ``prob_*`` / ``label_*``) is a grouping column.
@@ -106,8 +108,8 @@ def write_predictions(
         mutual_info: mutual information per row; the column is written only when given.
         extra: further columns, name -> values.
         pred: predicted class indices (e.g. from a validated threshold); the arg-max of
-            ``probs`` when ``None``. A row whose probabilities are NaN (an input not scored) or whose
-            index is negative gets an empty ``pred``.
+            ``probs`` when ``None``. A row whose probabilities are all NaN (an input that was not scored, see
+            ``input_check``) gets empty probability, ``pred`` and ``entropy`` cells.
     """
     classes = [str(c) for c in classes]
     p = np.asarray(probs, dtype=np.float64).reshape(len(images), -1) if len(images) else np.zeros((0, len(classes)))
@@ -129,8 +131,9 @@ def write_predictions(
             row["label"] = classes[lab] if 0 <= lab < len(classes) else ""
         for k, c in enumerate(classes):
             row[f"{PROB_PREFIX}{c}"] = _num(p[i, k])
-        k_pred = int(p[i].argmax()) if pred is None else int(pred[i])
-        row["pred"] = classes[k_pred] if 0 <= k_pred < len(classes) and not np.isnan(p[i]).any() else ""
+        scored = len(classes) and not np.isnan(p[i]).all()  # an input refused by the input check has no probabilities
+        k_pred = (int(p[i].argmax()) if scored else -1) if pred is None else int(pred[i])
+        row["pred"] = classes[k_pred] if scored and 0 <= k_pred < len(classes) else ""
         row["entropy"] = _num(ent[i])
         if mutual_info is not None:
             row["mutual_info"] = _num(mutual_info[i])
@@ -216,7 +219,9 @@ def read_predictions(path: str | os.PathLike, classes: Sequence[str] | None = No
         ``{"task": "single-label" | "multi-label", "classes", "images", "probs" (N, C),
         "labels" (N,) class indices (-1 = unknown) or (N, C) 0/1 for multi-label, or None,
         "pred" (N,) or (N, C) 0/1, "has_pred", "entropy" (N,) or None, "mutual_info" (N,) or None,
-        "extra": {column: [str]}}``.
+        "extra": {column: [str]}, "ood_score" (N,) or None, "not_scored": {"count", "reasons": {input_check: n}}}``.
+        Rows whose ``input_check`` is set and is not ``ok`` (inputs the model refused) are left out of every
+        array and counted in ``not_scored``.
 
     Raises:
         DataError: naming the file, column and row of the first problem found.
@@ -229,6 +234,17 @@ def read_predictions(path: str | os.PathLike, classes: Sequence[str] | None = No
         cols = [c.strip() for c in (reader.fieldnames or [])]
         reader.fieldnames = cols
         rows = list(reader)
+    # inputs refused by the input check (input_check other than "ok") carry no probabilities: left out, counted
+    not_scored: dict[str, int] = {}
+    if "input_check" in cols:
+        kept = []
+        for r in rows:
+            check = (r.get("input_check") or "").strip()
+            if check in ("", OK_CHECK):
+                kept.append(r)
+            else:
+                not_scored[check] = not_scored.get(check, 0) + 1
+        rows = kept
     classes, prob_cols = _resolve_classes(path, cols, classes)
     label_cols = [f"label_{c}" for c in classes]
     multilabel = any(c in cols for c in label_cols)
@@ -308,4 +324,6 @@ def read_predictions(path: str | os.PathLike, classes: Sequence[str] | None = No
         "entropy": _floats("entropy"),
         "mutual_info": _floats("mutual_info"),
         "extra": {col: [r.get(col) or "" for r in rows] for col in cols if col not in known},
+        "ood_score": _floats("ood_score"),
+        "not_scored": {"count": sum(not_scored.values()), "reasons": dict(sorted(not_scored.items()))},
     }

@@ -127,6 +127,7 @@ def metrics_from_predictions(predictions: dict) -> dict:
     else:
         metrics = classification_metrics(predictions["labels"][keep], predictions["probs"][keep], predictions["classes"])
     metrics["unlabelled"] = int((~keep).sum())
+    metrics["not_scored"] = pred["not_scored"]  # rows the input check refused: left out of every metric
     metrics["uncertainty"] = {
         "mean_entropy": _mean(predictions["entropy"]),
         "mean_mutual_info": _mean(predictions["mutual_info"]),
@@ -357,6 +358,10 @@ def evaluate_predictions(
             print(format_metrics(metrics, title=f"evaluation of {predictions_csv}") if not multilabel
                   else f"evaluation of {predictions_csv}")
             print(_summary_text(metrics))
+            left = metrics.get("not_scored") or {}
+            if left.get("count"):
+                reasons = ", ".join(f"{k} {v}" for k, v in left["reasons"].items())
+                print(f"left out: {left['count']} row(s) whose input_check is not ok ({reasons})")
         print(f"report: {out / 'index.html' if html else out / 'metrics.json'}")
     return metrics
 
@@ -534,6 +539,7 @@ def _classification_section(
                                             n_boot=min(int(n_boot or 0), 500), seed=seed)
     metrics["calibration"] = cal_info
     metrics["unlabelled"] = int((~keep).sum())
+    metrics["not_scored"] = pred["not_scored"]  # rows the input check refused: left out of every metric
     metrics["predictions"] = str(predictions_csv)
     metrics["bootstrap"] = {"n_boot": int(n_boot or 0), "seed": int(seed)}
 

@@ -25,6 +25,9 @@ Task-neutral modules:
 * :mod:`~medfuse.workflows.metrics`: validation metrics (AUC, AUPR, accuracy) as ignite metrics;
 * :mod:`~medfuse.workflows.inferers`: plain or Monte-Carlo dropout inference;
 * :mod:`~medfuse.workflows.handlers`: per-epoch log, predictions writer, progress bar, LR schedule;
+* :mod:`~medfuse.workflows.guard`: the input guard of inference (DICOM tags against the bundle's ``accepts``);
+* :mod:`~medfuse.workflows.ood`: fitting a run's out-of-distribution model (``ood.json``), at the end of training
+  or afterwards;
 * :mod:`~medfuse.workflows.bundle`: layered bundle configs; run a bundle's train / evaluate / inference from Python;
 * :mod:`~medfuse.workflows.gsa`: the global spatial attention bundle (classifier with or without the map, its
   loss, the image basis, map files); imported on use (``$import medfuse.workflows.gsa``).
@@ -34,7 +37,8 @@ The names below are re-exported here (``medfuse.workflows.ClassificationMetric``
 :mod:`~medfuse.workflows.multi_output`, for one release (bundles exported before the split).
 """
 
-from .bundle import bundle_dir, compose_bundle, run_bundle
+from .bundle import bundle_accepts, bundle_dir, compose_bundle, run_bundle
+from .guard import InputGuard
 from .cam import CAMWriter
 from .data import (
     CLASS_BALANCE_MODES,
@@ -55,6 +59,7 @@ from .engine import amp_kwargs, flag, get_device, set_num_threads, setup_run, us
 from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
 from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
 from .metrics import METRIC_NAMES, ClassificationMetric
+from .ood import fit_run_ood
 from .multi_output import (
     FillMissingMaskd,
     LungCAMWriter,
@@ -86,7 +91,10 @@ from .runs import (
 
 __all__ = [
     "flag",
+    "bundle_accepts",
     "bundle_dir",
+    "InputGuard",
+    "fit_run_ood",
     "run_bundle",
     "compose_bundle",
     "CAMWriter",

@@ -30,11 +30,14 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ACCEPTS_KEY",
     "BASE_KEY",
     "WORKFLOWS",
+    "bundle_accepts",
     "bundle_dir",
     "check_overrides",
     "check_command_line_overrides",
+    "bundle_metadata_value",
     "LAYER_FILES_KEY",
     "compose_bundle",
     "compose_layers",
@@ -79,6 +82,59 @@ def _metadata(root: Path) -> dict:
         return {}
     with open(meta, encoding="utf-8") as f:
         return json.load(f)
+
+
+#: key of ``configs/metadata.json`` declaring the DICOM inputs the bundle's model accepts (``medfuse.dicom.accept``)
+ACCEPTS_KEY = "accepts"
+
+
+def bundle_metadata_value(bundle: str | os.PathLike, key: str, default: Any = None, _seen: tuple = ()) -> Any:
+    """``key`` of the bundle's ``configs/metadata.json``, inherited from its ``config_base`` chain when absent.
+
+    A derived bundle states a metadata key only when it differs from its base (as it does for configs).
+
+    Raises:
+        ValueError: the bases form a cycle.
+    """
+    root = bundle_dir(bundle)
+    if root in _seen:
+        raise ValueError(f"config bases form a cycle: {' -> '.join(str(r.name) for r in (*_seen, root))}")
+    meta = _metadata(root)
+    if key in meta:
+        return meta[key]
+    base = meta.get(BASE_KEY)
+    if not base:
+        return default
+    base_root = root.parent / base if (root.parent / base / "configs").is_dir() else bundle_dir(base)
+    return bundle_metadata_value(base_root, key, default, (*_seen, root))
+
+
+def bundle_accepts(bundle_root: str | os.PathLike, bundle_name: str = "") -> dict | None:
+    """What the bundle accepts (its metadata's ``"accepts"``, inherited from the base), checked; ``None``: no rule.
+
+    ``bundle_root`` is the bundle being run (``@bundle_root``); when it is not a bundle folder (a config run
+    outside its bundle), the bundle named ``bundle_name`` is looked up instead.
+
+    Raises:
+        ValueError: when the declared value is malformed (see :func:`medfuse.dicom.accept.validate_accepts`).
+    """
+    from medfuse.dicom.accept import validate_accepts
+
+    root = None
+    for candidate in (bundle_root, bundle_name):
+        try:
+            root = bundle_dir(candidate) if candidate else None
+        except FileNotFoundError:
+            continue
+        if root is not None:
+            break
+    if root is None:
+        warnings.warn(f"no bundle folder at {bundle_root!r} or named {bundle_name!r}: DICOM inputs are not checked "
+                      "against the bundle's 'accepts'", UserWarning, stacklevel=2)
+        return None
+    accepts = bundle_metadata_value(root, ACCEPTS_KEY)
+    validate_accepts(accepts, f"{root / 'configs' / 'metadata.json'}#{ACCEPTS_KEY}")
+    return accepts or None
 
 
 def config_layers(bundle: str | os.PathLike, name: str, _seen: tuple = ()) -> list[Path]:

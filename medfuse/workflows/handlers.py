@@ -163,6 +163,14 @@ def _item_value(item_out: Any, item_batch: Any, key: str) -> Any:
     return None
 
 
+#: columns of the input checks (``medfuse.evaluation.predictions.SCHEMA``), written when the rows carry them
+INPUT_CHECK_COLUMNS = ("input_check", "ood_score", "ood")
+
+
+def _cell(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else ("" if isinstance(v, float) else v)
+
+
 class PredictionWriter:
     """Write the evaluator's predictions to ``<output_dir>/<filename>`` (medfuse format).
 
@@ -187,6 +195,9 @@ class PredictionWriter:
             ``pred`` follows its validated threshold (the entropy is recomputed from the scaled
             probabilities; the mutual information is kept as measured). ``None`` or ``""``: no
             calibration (T = 1, arg-max), which is logged.
+        input_guard: the workflow's :class:`~medfuse.workflows.guard.InputGuard`: the inputs it refused are
+            written too, with their ``input_check`` reason and empty probabilities (scored rows get ``ok``).
+            ``ood_score`` / ``ood`` columns are written when the inferer produced them (an OOD model was given).
     """
 
     def __init__(
@@ -199,6 +210,7 @@ class PredictionWriter:
         label_key: str = "label",
         extra_keys: Sequence[str] = (),
         calibration: Any = None,
+        input_guard: Any = None,
     ) -> None:
         from medfuse.evaluation.calibration import load_calibration
 
@@ -211,6 +223,7 @@ class PredictionWriter:
         self.pred_key = pred_key
         self.label_key = label_key
         self.extra_keys = tuple(extra_keys)
+        self.input_guard = input_guard
         self.rows: list[dict] = []
         self.path: Path | None = None
 
@@ -248,10 +261,16 @@ class PredictionWriter:
             if label is not None:
                 label = torch.as_tensor(label).reshape(-1)
                 row["label"] = int(label.argmax()) if label.numel() > 1 else int(label.item())
-            for key in ("entropy", "mutual_info"):
+            for key in ("entropy", "mutual_info", "ood_score"):
                 v = _item_value(out, batch, key)
                 if v is not None:
                     row[key] = float(_scalar(v))
+            v = _item_value(out, batch, "ood")
+            if v is not None:
+                row["ood"] = int(bool(_scalar(v)))
+            v = _item_value(batch, out, "input_check")
+            if v is not None:
+                row["input_check"] = str(v)
             for key in self.extra_keys:
                 v = _item_value(out, batch, key)
                 if v is not None:
@@ -273,14 +292,19 @@ class PredictionWriter:
         rows = self._all_rows()
         if rows is None:
             return None
-        has_label = bool(rows) and all("label" in r for r in rows)
+        scored = len(rows)
+        if self.input_guard is not None:  # refused inputs: a row each, no probabilities
+            nan = np.full(len(self.classes), np.nan)
+            rows = rows + [{"image": r["image"], "probs": nan, "input_check": r["input_check"]}
+                           for r in self.input_guard.rejected]
+        has_label = bool(rows) and all("label" in r for r in rows[:scored]) and scored > 0
         if not has_label and any("label" in r for r in rows):
             logger.warning("some items have labels and some do not: the label column is left out")
-        has_mi = bool(rows) and all("mutual_info" in r for r in rows)
-        has_entropy = bool(rows) and all("entropy" in r for r in rows)
+        has_mi = scored > 0 and all("mutual_info" in r for r in rows[:scored])
+        has_entropy = scored > 0 and all("entropy" in r for r in rows[:scored])
         probs = np.stack([r["probs"] for r in rows]) if rows else np.zeros((0, len(self.classes)))
         pred = None
-        entropy = [r["entropy"] for r in rows] if has_entropy else None
+        entropy = [r.get("entropy", math.nan) for r in rows] if has_entropy else None
         # every row says how pred was decided: the temperature applied and the threshold used (empty: arg-max)
         temperature, threshold = 1.0, ""
         if self.calibration is not None:
@@ -291,7 +315,8 @@ class PredictionWriter:
         if self.calibration is not None:
             from medfuse.evaluation.calibration import apply_calibration
 
-            probs, pred = apply_calibration(probs, self.calibration)
+            probs[:scored], pred_scored = apply_calibration(probs[:scored], self.calibration)
+            pred = np.concatenate([np.asarray(pred_scored, dtype=np.int64).reshape(-1), np.full(len(rows) - scored, -1)])
             entropy = None  # recomputed from the temperature-scaled probabilities
             logger.info("predictions calibrated with %s: T=%.4g, decision %s", self.calibration_source or "the given calibration",
                         float(self.calibration["temperature"]), self.calibration["decision"])
@@ -303,10 +328,11 @@ class PredictionWriter:
             [r["image"] for r in rows],
             probs,
             self.classes,
-            labels=[r["label"] for r in rows] if has_label else None,
+            labels=[r.get("label", -1) for r in rows] if has_label else None,
             entropy=entropy,
-            mutual_info=[r["mutual_info"] for r in rows] if has_mi else None,
-            extra={**decision, **{k: [r.get(k, "") for r in rows] for k in self.extra_keys if any(k in r for r in rows)}},
+            mutual_info=[r.get("mutual_info", math.nan) for r in rows] if has_mi else None,
+            extra={**decision, **{k: [_cell(r.get(k, "")) for r in rows] for k in (*INPUT_CHECK_COLUMNS, *self.extra_keys)
+                                  if any(k in r for r in rows)}},
             pred=pred,
         )
         logger.info("wrote %d predictions to %s", len(rows), self.path)

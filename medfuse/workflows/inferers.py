@@ -13,6 +13,11 @@ post-transform turns it back into the mean probability, and one post-processing 
 serves both cases. :class:`UnpackPredictiond` (first in that chain) moves ``entropy`` and
 ``mutual_info`` to top-level keys of the item, where :class:`~medfuse.workflows.PredictionWriter`
 finds them.
+
+Given an out-of-distribution model (``ood``: an ``ood.json``, see :mod:`medfuse.evaluation.ood`), the
+inferer also returns ``ood_score`` (B,) and ``ood`` (B,) for every batch, from the network's pooled features in
+eval mode (:func:`medfuse.networks.features.pooled_features`; one extra deterministic pass), and the output is
+always a dictionary (``pred`` holds the logits when ``samples=0``).
 """
 
 from __future__ import annotations
@@ -39,18 +44,34 @@ class MCDropoutInferer(Inferer):
 
     Args:
         samples: number of stochastic passes; 0 disables Monte-Carlo dropout.
+        ood: an OOD model (path of an ``ood.json`` or its dictionary); ``None`` / ``""``: no OOD score.
     """
 
-    def __init__(self, samples: int = 0) -> None:
+    def __init__(self, samples: int = 0, ood: Any = None) -> None:
         super().__init__()
         if int(samples) < 0:
             raise ValueError(f"samples must be >= 0, got {samples}")
         self.samples = int(samples)
+        from medfuse.evaluation.ood import load_ood
+
+        self.ood = load_ood(ood)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any):
         if self.samples == 0:
-            return network(inputs, *args, **kwargs)
-        return mc_dropout_outputs(unwrap_module(network), inputs, self.samples)
+            out = network(inputs, *args, **kwargs)
+            if self.ood is None:
+                return out
+            out = {"pred": out}
+        else:
+            out = mc_dropout_outputs(unwrap_module(network), inputs, self.samples)
+        if self.ood is not None:
+            from medfuse.evaluation.ood import ood_flags, ood_scores
+            from medfuse.networks.features import pooled_features
+
+            scores = ood_scores(pooled_features(unwrap_module(network), inputs).cpu().numpy(), self.ood)
+            out["ood_score"] = torch.as_tensor(scores, dtype=torch.float32)
+            out["ood"] = torch.as_tensor(ood_flags(scores, self.ood))
+        return out
 
 
 class UnpackPredictiond(MapTransform):

@@ -44,7 +44,7 @@ from typing import Any, Mapping
 
 from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_text, sha256_file
-from medfuse.workflows.bundle import BASE_KEY, flatten_configs
+from medfuse.workflows.bundle import ACCEPTS_KEY, BASE_KEY, bundle_metadata_value, flatten_configs
 from medfuse.zoo import checks
 from medfuse.zoo.checks import ZooCheckError
 from medfuse.zoo.configs import bake_config, is_literal, run_setting_keys
@@ -332,7 +332,10 @@ class _Export:
         else:
             checks.check_metadata_schema(self.src_meta_file, schema)  # the bundle as written, before the export fills anything in
         self.metadata = _read_json(self.src_meta_file)
+        accepts = bundle_metadata_value(bundle, ACCEPTS_KEY)  # inherited from the base: stated in the export
         self.metadata.pop(BASE_KEY, None)  # the export's configs stand alone
+        if accepts is not None:
+            self.metadata[ACCEPTS_KEY] = accepts
         self.name = str(self.metadata.get("bundle_name") or bundle.resolve().name)
         self.version = version or str(self.metadata.get("version", ""))
         self.done = ["required files", "json format (source)",
@@ -352,6 +355,10 @@ class _Export:
         else:
             calibration = None
         self.calibration = calibration
+        ood = self.weights_path.parent / "ood.json"  # the OOD model travels with the weights it was fitted on
+        self.ood = ood if ood.is_file() else None
+        if self.ood is not None:
+            shutil.copy2(ood, stage / "models" / "ood.json")
 
     def configs(self, changelog: str | None, data_source: str | None, data_license: str | None) -> None:
         """Write the run's settings and classes into the staged configs, the release facts into its metadata."""
@@ -437,6 +444,8 @@ class _Export:
         self.files = files = {p: sha256_file(stage / p) for p in large}
         if self.calibration is not None:
             files["models/calibration.json"] = sha256_file(stage / "models" / "calibration.json")
+        if self.ood is not None:
+            files["models/ood.json"] = sha256_file(stage / "models" / "ood.json")
         self.template = template = url_template or "{zoo_uri}/files/{name}_v{version}/{path}"
         entries = [
             {"path": p, "url": _url(template, self.zoo, name, version, p), "hash_val": files[p], "hash_type": "sha256"}
@@ -456,7 +465,7 @@ class _Export:
         """The release zip and its checksum, loose copies of the weights, then the zoo folder of the bundle."""
         stage, zoo, rel, large = self.stage_dir, self.zoo, self.rel, self.large
         self.release = release = zoo / "releases" / f"{rel}.zip"
-        _write_zip(stage, self.name, release)
+        self.files = _write_zip(stage, self.name, release)  # every file of the bundle, configs included
         self.checksum = sha256_file(release)
         if not url_template:
             loose = zoo / "files" / rel
@@ -497,6 +506,7 @@ class _Export:
                 "monai": monai.__version__, "pytorch": torch.__version__, "numpy": numpy.__version__, "medfuse": __version__,
             },
             "files": self.files,
+            "files_complete": True,  # every file of the archive is listed: `zoo get` refuses any other
             "changelog": (new_meta.get("changelog") or {}).get(version, ""),
             "data_source": new_meta.get("data_source"),
             "data_license": licence,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -103,8 +104,10 @@ def get_bundle(zoo_dir: str | os.PathLike, name: str, out_dir: str | os.PathLike
                force: bool = False) -> Path:
     """Unpack ``name`` (newest, or ``version``) from the local zoo into ``<out_dir>/<name>``.
 
-    The archive's SHA-256 is checked against the index, and every file the index lists
-    (weights, TorchScript, calibration) against its recorded SHA-256. The result is a bundle
+    The archive's SHA-256 is checked against the index, and every file the index lists against its recorded
+    SHA-256 (releases exported since ``files_complete``: every file of the bundle, configs included, and no
+    other file may be in the archive). The archive is unpacked into a temporary folder and verified there;
+    only then is it swapped in for an existing bundle (``force``), so a refused archive changes nothing. The result is a bundle
     folder that ``monai.bundle.load(name, bundle_dir=out_dir)`` and
     ``python -m monai.bundle run --config_file <out_dir>/<name>/configs/inference.json`` use.
 
@@ -121,20 +124,41 @@ def get_bundle(zoo_dir: str | os.PathLike, name: str, out_dir: str | os.PathLike
         raise DataError(f"{archive}: SHA-256 {digest} differs from {entry['checksum']} in {zoo / MODEL_INFO}; the archive is corrupt or was replaced")
     out = Path(out_dir)
     target = out / name
-    if target.exists():
-        if not force:
-            raise DataError(f"{target} exists already; remove it, choose another --out, or pass --force to replace it")
-        shutil.rmtree(target)
+    if target.exists() and not force:
+        raise DataError(f"{target} exists already; remove it, choose another --out, or pass --force to replace it")
     out.mkdir(parents=True, exist_ok=True)
-    root = out.resolve()
+    # unpack and verify everything in a temporary folder beside the target, then swap it in: a refused archive
+    # leaves the existing bundle as it was and nothing half-unpacked
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.unpack-", dir=out))
+    try:
+        _unpack_verified(archive, tmp, name, entry, zoo / MODEL_INFO)
+        old = tmp / "previous"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp / name, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _unpack_verified(archive: Path, tmp: Path, name: str, entry: Mapping[str, Any], info: Path) -> None:
+    """Extract ``archive`` into ``tmp`` and check every file against the index entry (see :func:`get_bundle`)."""
+    root = tmp.resolve()
     with zipfile.ZipFile(archive) as zf:
         for member in zf.namelist():
             dest = (root / member).resolve()
             if not str(dest).startswith(str(root / name) + os.sep):
-                raise DataError(f"{archive}: member '{member}' would unpack outside {target}; the archive is not a medfuse release")
+                raise DataError(f"{archive}: member '{member}' would unpack outside {name}/; the archive is not a medfuse release")
         zf.extractall(root)
-    for rel, expected in (entry.get("files") or {}).items():
-        path = target / rel
+    listed = dict(entry.get("files") or {})
+    for rel, expected in listed.items():
+        path = root / name / rel
         if not path.is_file() or sha256_file(path) != expected:
-            raise DataError(f"{path}: missing or its SHA-256 differs from {zoo / MODEL_INFO}; the release is damaged")
-    return target
+            raise DataError(f"{archive}: {rel} is missing or its SHA-256 differs from {info}; the release is damaged "
+                            "(the bundle already there, if any, is left as it was)")
+    if entry.get("files_complete"):
+        extra = sorted(p.relative_to(root / name).as_posix() for p in (root / name).rglob("*")
+                       if p.is_file() and p.relative_to(root / name).as_posix() not in listed)
+        if extra:
+            raise DataError(f"{archive}: {extra[0]} is not among the files {info} lists for this release; the archive "
+                            "was changed after export (the bundle already there, if any, is left as it was)")

@@ -19,7 +19,12 @@ from medfuse.zoo.roundtrip import ATOL, RTOL
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # fixed, so the same bundle gives the same archive and checksum
 
 
-def _write_zip(stage: Path, name: str, dest: Path) -> None:
+def _write_zip(stage: Path, name: str, dest: Path) -> dict[str, str]:
+    """Write every file of ``stage`` into ``dest`` under ``name/``; return ``{relative path: sha256}`` of each, so
+    the index can check every file of the bundle (configs included) when it is unpacked."""
+    from medfuse.utils.io import sha256_file
+
+    digests: dict[str, str] = {}
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
@@ -30,6 +35,7 @@ def _write_zip(stage: Path, name: str, dest: Path) -> None:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, path.read_bytes())
+                digests[path.relative_to(stage).as_posix()] = sha256_file(path)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; an archive is for sharing
@@ -38,6 +44,7 @@ def _write_zip(stage: Path, name: str, dest: Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return digests
 
 
 def _large_files_yaml(entries: Sequence[Mapping[str, str]], note: str) -> str:
