@@ -250,6 +250,7 @@ class LoadedModel:
         self.source = source
         self.kind = kind
         self.input_checks: list[Callable[[Any, Any], str | None]] = []
+        self.ood_model: dict | None = None  # ``ood.json`` beside the weights (input fail-safe), or None
         self._array_transforms = None
 
     def __repr__(self) -> str:
@@ -346,8 +347,10 @@ class LoadedModel:
             return []
         probs, mi = self._forward(images)
         calibrated, decisions = apply_calibration(probs, self.calibration)
+        ood_score, ood = self._ood(images)
         out = []
         for i, p in enumerate(calibrated):
+            extra = {} if ood_score is None else {"ood_score": float(ood_score[i]), "ood": int(ood[i])}
             out.append({
                 "probabilities": {c: float(v) for c, v in zip(self.classes, p)},
                 "pred": self.classes[int(decisions[i])],
@@ -356,8 +359,22 @@ class LoadedModel:
                 "entropy": _entropy(p),
                 "mutual_info": None if mi is None else float(mi[i]),
                 "input_check": "ok",
+                **extra,
             })
         return out
+
+    def _ood(self, images):
+        """``(ood_score, ood)`` arrays of preprocessed images from the model's ``ood.json``, or ``(None, None)``."""
+        if self.ood_model is None:
+            return None, None
+        import torch
+
+        from medfuse.evaluation.ood import ood_flags, ood_scores
+        from medfuse.networks.features import pooled_features
+
+        x = torch.stack([torch.as_tensor(i) for i in images]).to(self.device)
+        scores = ood_scores(pooled_features(self.network, x).cpu().numpy(), self.ood_model)
+        return scores, ood_flags(scores, self.ood_model)
 
     def _unscored(self, reason: str) -> dict:
         return {"probabilities": None, "pred": None, "threshold": self.threshold, "temperature": self.temperature,
@@ -445,6 +462,7 @@ def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | 
     import torch
 
     from medfuse.evaluation.calibration import CALIBRATION_NAME, load_calibration
+    from medfuse.evaluation.ood import find_ood, load_ood
     from medfuse.transforms import presets
 
     folder, kind = resolve_model_dir(model, zoo_dir)
@@ -478,7 +496,37 @@ def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | 
         raise DataError(f"mc_samples must be >= 0, got {mc_samples}")
     loaded = LoadedModel(network, classes, transforms, calibration, settings, device, samples, folder, kind)
     loaded.weights, loaded.network_target, loaded.network_kwargs = weights, str(net_def["_target_"]), net_kwargs
+    accepts = _accepts(folder, kind, bundle)
+    if accepts:
+        loaded.input_checks.append(_dicom_guard(accepts))
+    loaded.ood_model = load_ood(find_ood(weights))
     return loaded
+
+
+def _accepts(folder: Path, kind: str, bundle: str) -> dict | None:
+    """What the model accepts: the exported metadata's ``accepts``, or the run's bundle's (inherited from its base)."""
+    from medfuse.dicom.accept import validate_accepts
+
+    if kind == "bundle":
+        meta = folder / "configs" / "metadata.json"
+        accepts = _read_json(meta).get("accepts") if meta.is_file() else None
+        return validate_accepts(accepts, f"{meta}#accepts") or None
+    from medfuse.workflows.bundle import bundle_accepts
+
+    return bundle_accepts("", bundle)
+
+
+def _dicom_guard(accepts: Mapping[str, Any]) -> Callable[[Any, Any], str | None]:
+    """An input check refusing DICOM files whose tags the model does not accept (non-DICOM files pass)."""
+    from medfuse.dicom.accept import OK, check_accepts
+
+    def check(path: Any, image: Any) -> str | None:
+        if path is None:
+            return None
+        result = check_accepts(path, accepts)
+        return None if result == OK else result
+
+    return check
 
 
 def write_results(path: str | os.PathLike, results: Sequence[Mapping[str, Any]], classes: Sequence[str],
@@ -507,6 +555,9 @@ def write_results(path: str | os.PathLike, results: Sequence[Mapping[str, Any]],
         "temperature": [f"{r['temperature']:.6g}" for r in results],
         "input_check": [r["input_check"] for r in results],
     }
+    if any("ood_score" in r for r in results):  # the model has an ood.json: unscored rows stay empty
+        extra["ood_score"] = [f"{r['ood_score']:.6g}" if "ood_score" in r else "" for r in results]
+        extra["ood"] = [r.get("ood", "") for r in results]
     extra.update({k: list(v) for k, v in (groups or {}).items()})
     return write_predictions(
         path, [r.get("image", f"input{i}") for i, r in enumerate(results)], probs, list(classes), labels=labels,

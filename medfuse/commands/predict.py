@@ -156,6 +156,12 @@ def _run(args: argparse.Namespace) -> int:
     lines += [f"  skipped ({n}): {reason}" for reason, n in skipped.most_common(5)]
     if len(skipped) > 5:
         lines.append(f"  ... {len(skipped) - 5} more reasons in the input_check column")
+    if any("ood" in r for r in scored):
+        flagged = sum(int(r["ood"]) for r in scored)
+        lines.append(f"out of distribution (ood = 1, the model's ood.json): {flagged} of {len(scored)} scored inputs"
+                     + (" - read their predictions with care" if flagged else ""))
+    elif scored:
+        lines.append("out of distribution: not checked (the model has no ood.json; `medfuse ood-fit RUN` adds one)")
     lines.append("predicted: " + (", ".join(f"{c} {counts.get(c, 0)}" for c in model.classes) if scored else "none"))
     if len(results) == 1 and scored:
         r = scored[0]

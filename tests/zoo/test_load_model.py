@@ -231,3 +231,22 @@ def test_evaluate_model_on_a_manifest_maps_case_and_names_the_fix_otherwise(run_
     # the two modes exclude each other
     with pytest.raises(SystemExit):
         main(["--model", str(run_dir), "--predictions", str(out / "predictions.csv"), "--out", str(tmp_path / "e4")])
+
+
+def test_load_model_refuses_dicom_it_does_not_accept_and_scores_ood(run_dir, tmp_path, zoo_demo_data):
+    """The model's input fail-safe in the API: an MR DICOM is not scored, a chest image gets an OOD score."""
+    import medfuse
+    from medfuse.commands import predict
+    from tests.dicom.helpers import pydicom_file
+
+    pngs, _ = _demo_files(zoo_demo_data)
+    model = medfuse.load_model(run_dir, mc_samples=0)
+    assert model.ood_model is not None, "training fits ood.json beside the weights"
+    mr, chest = model.predict([pydicom_file("MR_small.dcm"), str(pngs[0])])
+    assert mr["input_check"] == "modality_not_accepted:MR" and mr["probabilities"] is None and "ood" not in mr
+    assert chest["input_check"] == "ok" and np.isfinite(chest["ood_score"]) and chest["ood"] in (0, 1)
+    assert predict.main([pydicom_file("MR_small.dcm"), str(pngs[0]), "--model", str(run_dir),
+                         "--out", str(tmp_path / "p")]) == 0  # skipped with its reason: still status 0
+    rows = _rows(tmp_path / "p" / "predictions.csv")
+    assert [r["input_check"] for r in rows] == ["modality_not_accepted:MR", "ok"]
+    assert rows[0]["ood_score"] == "" and rows[1]["ood_score"] != "" and rows[1]["ood"] in ("0", "1")
