@@ -6,7 +6,7 @@ The command line prints these as one line (``medfuse <command>: error: ...``) an
 with status 1; every message names the offending file or item and says how to fix it.
 """
 
-__all__ = ["MedfuseError", "ManifestError", "DataError", "DicomDecodeError"]
+__all__ = ["MedfuseError", "ManifestError", "DataError", "DicomDecodeError", "TrainingError", "CheckpointError"]
 
 
 class MedfuseError(Exception):
@@ -33,3 +33,11 @@ class ManifestError(MedfuseError, ValueError):
 
 class DicomDecodeError(DataError):
     """A DICOM file cannot be read or its pixel data cannot be decoded."""
+
+
+class TrainingError(MedfuseError, RuntimeError):
+    """Training cannot go on or its result cannot be trusted (non-finite steps in a row, non-finite weights)."""
+
+
+class CheckpointError(MedfuseError, RuntimeError):
+    """A checkpoint (``model.pt``, ``resume.pt``, initial weights) is missing, truncated, corrupt or non-finite."""

@@ -47,9 +47,10 @@ def _scalar(v: Any) -> Any:
 class EpochLogger:
     """Append one row per training epoch to ``<log_dir>/<name>.csv`` and ``<name>.jsonl``.
 
-    Columns: ``epoch``, ``train_loss`` (mean over the epoch's iterations), every metric of
+    Columns: ``epoch``, ``train_loss`` (mean over the epoch's steps that were not dropped), every metric of
     the evaluator's last run (``val_auc``, ``val_aupr``, ``val_acc`` ...), ``lr`` (of the first
-    parameter group, as used during the epoch), ``best_val_metric``, ``time_s`` (wall time of
+    parameter group, as used during the epoch), ``best_val_metric``, ``skipped_steps`` (steps
+    :class:`~medfuse.workflows.guard.NonFiniteGuard` dropped this epoch, when it guards the trainer), ``time_s`` (wall time of
     the epoch, validation included). Attach it to the trainer after the ``ValidationHandler``
     so validation has run when the row is written.
 
@@ -119,7 +120,7 @@ class EpochLogger:
 
     def iteration_completed(self, engine: Engine) -> None:
         loss = self.loss_transform(engine.state.output)
-        if loss is not None:
+        if loss is not None and math.isfinite(float(_scalar(loss))):  # a dropped step (NaN) is in skipped_steps
             self._losses.append(float(_scalar(loss)))
 
     def epoch_completed(self, engine: Engine) -> None:
@@ -136,6 +137,8 @@ class EpochLogger:
                         row[k] = float(v)
                 row["best_val_metric"] = _scalar(getattr(ev, "best_metric", None))
                 row["best_val_epoch"] = _scalar(getattr(ev, "best_metric_epoch", None))
+        if hasattr(engine.state, "skipped_steps"):  # set by NonFiniteGuard
+            row["skipped_steps"] = int(engine.state.skipped_steps)
         for name, fn in self.extra_columns.items():
             row[name] = _scalar(fn(engine))
         row["lr"] = self._lr
