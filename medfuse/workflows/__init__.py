@@ -23,6 +23,7 @@ Task-neutral modules:
 * :mod:`~medfuse.workflows.data`: items from manifests or folders, classes, class balance;
 * :mod:`~medfuse.workflows.engine`: device, bf16 AMP on CUDA, threads, determinism;
 * :mod:`~medfuse.workflows.checkpoints`: model weights read so that a broken or non-finite file is named;
+* :mod:`~medfuse.workflows.resume`: run status in run_info.json, resume.pt each epoch, resuming, per-epoch seeds;
 * :mod:`~medfuse.workflows.guard`: non-finite inputs, losses, gradients and weights never pass (training);
 * :mod:`~medfuse.workflows.metrics`: validation metrics (AUC, AUPR, accuracy) as ignite metrics;
 * :mod:`~medfuse.workflows.inferers`: plain or Monte-Carlo dropout inference;
@@ -54,6 +55,7 @@ from .data import (
     train_sampler,
 )
 from .checkpoints import CheckpointLoader, load_weights, read_checkpoint
+from .resume import RunState, finish_run, resume_source, update_run_info
 from .guard import FaultAt, FiniteCheckpointSaver, NonFiniteGuard, check_finite_state
 from .engine import amp_kwargs, flag, get_device, set_num_threads, setup_run, use_amp
 from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
@@ -90,6 +92,10 @@ from .runs import (
 
 __all__ = [
     "flag",
+    "RunState",
+    "finish_run",
+    "resume_source",
+    "update_run_info",
     "CheckpointLoader",
     "load_weights",
     "read_checkpoint",

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 from typing import Any, Mapping, Sequence
@@ -248,6 +249,8 @@ class NonFiniteGuard:
     def _guarded_step(self, optimizer: torch.optim.Optimizer, step):
         guard = self
 
+        # wraps: keeps the marks torch's LR schedulers put on the step they wrapped (else they warn it was replaced)
+        @functools.wraps(step)
         def guarded_step(*args, **kwargs):
             guard._stepped = True
             params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -339,6 +342,11 @@ class FiniteCheckpointSaver(_MonaiCheckpointSaver):
                     source=f"{self.save_dir}: not saving {name!r}",
                     fix="the previous checkpoint is kept; re-train (lower --learning_rate, check the images)",
                 )
+
+    def state_dict(self) -> dict:
+        """The key-metric record (the best score and file) that MONAI's ``load_state_dict`` restores."""
+        ckpt = getattr(self, "_key_metric_checkpoint", None)
+        return ckpt.state_dict() if ckpt is not None else {}
 
     def completed(self, engine: Engine) -> None:
         self._check()

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,7 +31,7 @@ from monai.handlers import LrScheduleHandler, from_engine
 from medfuse.evaluation.predictions import write_predictions
 from medfuse.utils.io import atomic_write_csv
 
-__all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "lr_schedule_handler", "LR_SCHEDULES"]
+__all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "lr_schedule_handler", "scheduler_of", "LR_SCHEDULES"]
 
 LR_SCHEDULES = ("cosine", "onecycle", "constant", "none")
 logger = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class EpochLogger:
         return self.log_dir / f"{self.name}.jsonl"
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
@@ -112,6 +114,25 @@ class EpochLogger:
         if opt is None or not opt.param_groups:
             return None
         return float(opt.param_groups[0]["lr"])
+
+    def started(self, engine: Engine) -> None:
+        """On a resumed run (the trainer starts after epoch N): keep the logged rows of epochs 1..N, drop the rest.
+
+        Registered after a resume handler's ``STARTED`` (which restores the epoch), so an epoch that was logged
+        but not saved in ``resume.pt`` before a kill is logged once, when it is run again.
+        """
+        done = int(engine.state.epoch or 0)
+        self.rows = []
+        if done and self.jsonl_path.is_file():
+            with open(self.jsonl_path, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+            self.rows = [r for r in rows if int(r.get("epoch", 0)) <= done]
+        if self.log_dir.is_dir() and (self.rows or not done):
+            for path, fmt in ((self.jsonl_path, "jsonl"), (self.csv_path, "csv")):
+                if fmt in self.formats and path.is_file():
+                    path.unlink()
+            for row in list(self.rows):
+                self._write(row, keep=True)
 
     def epoch_started(self, engine: Engine) -> None:
         self._losses = []
@@ -143,10 +164,11 @@ class EpochLogger:
             row[name] = _scalar(fn(engine))
         row["lr"] = self._lr
         row["time_s"] = round(time.perf_counter() - self._t0, 3)
-        self.rows.append(row)
         self._write(row)
 
-    def _write(self, row: dict) -> None:
+    def _write(self, row: dict, keep: bool = False) -> None:
+        if not keep:
+            self.rows.append(row)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if "jsonl" in self.formats:
             with open(self.jsonl_path, "a", encoding="utf-8") as f:
@@ -335,6 +357,19 @@ class ProgressBar:
             self.bar.attach(engine)
 
 
+_SCHEDULERS: "weakref.WeakKeyDictionary[torch.optim.Optimizer, Any]" = weakref.WeakKeyDictionary()
+
+
+def _remember_scheduler(optimizer: torch.optim.Optimizer, handler: LrScheduleHandler) -> LrScheduleHandler:
+    _SCHEDULERS[optimizer] = handler.lr_scheduler
+    return handler
+
+
+def scheduler_of(optimizer: torch.optim.Optimizer) -> Any:
+    """The LR scheduler :func:`lr_schedule_handler` made for ``optimizer`` (saved in ``resume.pt``), or ``None``."""
+    return _SCHEDULERS.get(optimizer)
+
+
 def lr_schedule_handler(
     optimizer: torch.optim.Optimizer,
     schedule: str = "cosine",
@@ -361,15 +396,16 @@ def lr_schedule_handler(
     if int(epochs) < 1 or int(steps_per_epoch) < 1:
         raise ValueError(f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}")
     if schedule in ("constant", "none"):
-        return LrScheduleHandler(torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0), print_lr=print_lr)
+        return _remember_scheduler(optimizer, LrScheduleHandler(
+            torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0), print_lr=print_lr))
     base_lr = float(optimizer.param_groups[0]["lr"])
     if schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(epochs), eta_min=base_lr * float(min_lr_ratio))
-        return LrScheduleHandler(sched, print_lr=print_lr, epoch_level=True)
+        return _remember_scheduler(optimizer, LrScheduleHandler(sched, print_lr=print_lr, epoch_level=True))
     sched = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=[g["lr"] for g in optimizer.param_groups],
         total_steps=int(epochs) * int(steps_per_epoch),
         pct_start=float(pct_start),
     )
-    return LrScheduleHandler(sched, print_lr=print_lr, epoch_level=False)
+    return _remember_scheduler(optimizer, LrScheduleHandler(sched, print_lr=print_lr, epoch_level=False))
