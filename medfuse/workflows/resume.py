@@ -157,6 +157,10 @@ class RunState:
             generator.manual_seed(s)
         if loader is not None and not getattr(loader, "num_workers", 0):  # workers seed from torch, seeded above
             set_rnd(loader.dataset, s)
+        if engine.state.dataloader is not None:
+            # a fresh iterator now, right after seeding: it draws the workers' base seed (and the sampler its order)
+            # at the same point of the random stream whether this process ran the epochs before or resumed
+            engine.set_data(engine.state.dataloader)
 
     # ------------------------------------------------------------------ resume.pt
     def _state(self, engine: Engine) -> dict:
