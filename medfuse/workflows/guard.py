@@ -297,6 +297,18 @@ class NonFiniteGuard:
         worst.copy_(torch.maximum(worst, streak))
         self._counter("total").add_(bad)
 
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict:
+        """The count of dropped steps so far (``resume.pt``; the in-a-row streak restarts with the epoch)."""
+        if self._counters:
+            self.skipped_total = int(self._counter("total").item())
+        return {"skipped_total": int(self.skipped_total)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue counting from a ``resume.pt``'s :meth:`state_dict`."""
+        self.skipped_total = self._epoch_start_total = int(state["skipped_total"])
+        self._counter("total").fill_(self.skipped_total)
+
     # ------------------------------------------------------------------ reads
     def _epoch_started(self, engine: Engine) -> None:
         self._epoch_start_total = self.skipped_total

@@ -107,11 +107,13 @@ class RunState:
         key_saver: the key-metric ``CheckpointSaver`` whose best score is saved (so that ``model.pt`` is only
             replaced by a better epoch after a resume).
         evaluator: the validation engine, whose best metric is saved.
+        guard: the trainer's :class:`~medfuse.workflows.guard.NonFiniteGuard`, whose count of dropped steps is saved
+            (so that ``skipped_steps`` of a resumed run counts the steps dropped before the kill too).
     """
 
     def __init__(self, run_dir: str | os.PathLike, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  seed: int | None = 0, resume: str | os.PathLike | None = None, early_stop: Any = None,
-                 key_saver: Any = None, evaluator: Engine | None = None) -> None:
+                 key_saver: Any = None, evaluator: Engine | None = None, guard: Any = None) -> None:
         self.run_dir = Path(run_dir)
         self.network = network
         self.optimizer = optimizer
@@ -120,15 +122,20 @@ class RunState:
         self.early_stop = early_stop
         self.key_saver = key_saver
         self.evaluator = evaluator
+        self.guard = guard
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
 
     # ------------------------------------------------------------------ status
     def started(self, engine: Engine) -> None:
+        # resume.pt is the state after EVERY epoch-end handler: registered now, ``save`` runs after the handlers
+        # attached when the trainer was built. Saved before the epoch-level LR scheduler had stepped, a resumed run
+        # would train its next epoch at the previous epoch's learning rate.
+        if not engine.has_event_handler(self.save, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
         update_run_info(self.run_dir, status="running", resumed_from=str(self.resume) if self.resume else None)
         if self.resume is not None:
             self.load(engine, self.resume)
@@ -155,8 +162,9 @@ class RunState:
         generator = getattr(sampler, "generator", None)
         if isinstance(generator, torch.Generator):
             generator.manual_seed(s)
-        if loader is not None and not getattr(loader, "num_workers", 0):  # workers seed from torch, seeded above
-            set_rnd(loader.dataset, s)
+        dataset = getattr(loader, "dataset", None)  # None for a plain list of batches
+        if dataset is not None and not getattr(loader, "num_workers", 0):  # workers seed from torch, seeded above
+            set_rnd(dataset, s)
         if engine.state.dataloader is not None:
             # a fresh iterator now, right after seeding: it draws the workers' base seed (and the sampler its order)
             # at the same point of the random stream whether this process ran the epochs before or resumed
@@ -184,8 +192,8 @@ class RunState:
         if self.evaluator is not None and getattr(self.evaluator.state, "best_metric", None) is not None:
             state["evaluator"] = {"best_metric": float(self.evaluator.state.best_metric),
                                   "best_metric_epoch": int(self.evaluator.state.best_metric_epoch)}
-        if hasattr(engine.state, "skipped_steps_total"):
-            state["skipped_steps"] = int(engine.state.skipped_steps_total)
+        if self.guard is not None:
+            state["guard"] = self.guard.state_dict()
         return state
 
     def save(self, engine: Engine) -> None:
@@ -223,6 +231,9 @@ class RunState:
             if self.evaluator is not None and "evaluator" in state:
                 self.evaluator.state.best_metric = state["evaluator"]["best_metric"]
                 self.evaluator.state.best_metric_epoch = state["evaluator"]["best_metric_epoch"]
+            if self.guard is not None and "guard" in state:
+                self.guard.load_state_dict(state["guard"])
+                engine.state.skipped_steps_total = self.guard.skipped_total
             epoch, iteration = int(state["trainer"]["epoch"]), int(state["trainer"]["iteration"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise CheckpointError(f"{path}: does not match this run ({type(err).__name__}: "

@@ -125,3 +125,35 @@ def test_check_finite_state_names_the_source():
     check_finite_state({"a": torch.ones(2)}, "ok.pt")
     with pytest.raises(ValueError, match="nonfinite_limit must be at least 1, got 0"):
         NonFiniteGuard(limit=0)
+
+
+def test_resume_continues_lr_schedule_and_skipped_count_as_if_never_interrupted(tmp_path):
+    """resume.pt after epoch 1 (the cosine LR already stepped, 1 step dropped) + 2 more epochs == 3 epochs in one go."""
+    from medfuse.workflows import RunState, lr_schedule_handler
+
+    class Stop(Exception):
+        pass
+
+    def run(run_dir, loss, epochs=3, resume=None, stop_at=None):
+        trainer, net, opt, guard, _ = _trainer(loss, _batches(2), epochs=epochs)
+        torch.manual_seed(123)  # a resumed run starts from other weights: resume.pt must replace them
+        for p in net.parameters():
+            p.data.normal_()
+        # attached before the LR handler, as in the base config: resume.pt must still hold the stepped schedule
+        RunState(run_dir, net, opt, seed=0, resume=resume, guard=guard).attach(trainer)
+        lr_schedule_handler(opt, "cosine", epochs=3, steps_per_epoch=2).attach(trainer)
+        if stop_at:
+            trainer.add_event_handler(Events.ITERATION_STARTED(once=stop_at), lambda e: (_ for _ in ()).throw(Stop()))
+        return trainer, net, opt
+
+    ref, ref_net, ref_opt = run(tmp_path / "ref", NaNAt({1}))
+    ref.run()
+    cut, _, _ = run(tmp_path / "cut", NaNAt({1}), stop_at=4)  # killed in epoch 2, iteration 2
+    with pytest.raises(Stop):
+        cut.run()
+    again, net, opt = run(tmp_path / "cut", NaNAt(()), resume=tmp_path / "cut" / "resume.pt")
+    again.run()
+    assert ref.state.skipped_steps_total == 1 and again.state.skipped_steps_total == 1
+    assert opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"])
+    for k, v in ref_net.state_dict().items():
+        assert torch.allclose(v, net.state_dict()[k], atol=1e-6, rtol=0), k
