@@ -6,7 +6,9 @@ The command line prints these as one line (``medfuse <command>: error: ...``) an
 with status 1; every message names the offending file or item and says how to fix it.
 """
 
-__all__ = ["MedfuseError", "ManifestError", "DataError", "DicomDecodeError", "TrainingError", "CheckpointError"]
+__all__ = [
+    "MedfuseError", "ManifestError", "DataError", "DicomDecodeError", "TrainingError", "CheckpointError", "input_cause",
+]
 
 
 class MedfuseError(Exception):
@@ -41,3 +43,18 @@ class TrainingError(MedfuseError, RuntimeError):
 
 class CheckpointError(MedfuseError, RuntimeError):
     """A checkpoint (``model.pt``, ``resume.pt``, initial weights) is missing, truncated, corrupt or non-finite."""
+
+
+def input_cause(exc: BaseException | None, kind: type = MedfuseError) -> BaseException | None:
+    """The first ``kind`` (a :class:`MedfuseError` by default) in ``exc`` and its chain of causes, or ``None``.
+
+    MONAI wraps what a transform or a config expression raises (``RuntimeError("applying transform ...")``,
+    ``RuntimeError("Failed to evaluate ...")``); the medfuse error that names the file is further down the chain.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return None

@@ -45,6 +45,7 @@ nib, has_nib = optional_import("nibabel")
 
 __all__ = [
     "detect_image_format",
+    "image_header_problem",
     "read_image",
     "read_pil_image",
     "read_nifti_image",
@@ -123,6 +124,39 @@ def detect_image_format(path: str | os.PathLike) -> str:
         f"{path}: unsupported image format (content is not DICOM, PNG/JPEG/BMP/TIFF or NIfTI); "
         "convert it to PNG or DICOM"
     )
+
+
+def image_header_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as an image, from its header only; ``None`` when the header reads.
+
+    Cheap (the pixels are not decoded): the file exists and is readable, its format is known
+    (:func:`detect_image_format`), and its header parses: Pillow's lazy ``Image.open`` (not ``verify()``, which reads
+    every chunk; :func:`medfuse.data.layouts.sniff.inspect_image` does that and hashes the file too), pydicom's
+    ``dcmread(stop_before_pixels=True)``, nibabel's ``load`` (header and lazy data proxy).
+    """
+    try:
+        fmt = detect_image_format(path)
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        if fmt == "pil":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                if im.width < 1 or im.height < 1:
+                    return f"image of size {im.width}x{im.height}"
+        elif fmt == "dicom":
+            import pydicom
+
+            pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        else:
+            import nibabel as nib
+
+            nib.load(os.fspath(path))
+    except DataError as e:
+        return " ".join(str(e).split(": ", 1)[-1].split())
+    except Exception as e:  # the readers raise OSError, ValueError, struct.error ... on a bad header
+        return f"{fmt} header unreadable ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
+    return None
 
 
 def _base_meta(path: str, fmt: str, shape: tuple[int, ...]) -> dict[str, Any]:

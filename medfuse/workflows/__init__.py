@@ -37,6 +37,7 @@ The names below are re-exported here (``medfuse.workflows.ClassificationMetric``
 :mod:`~medfuse.workflows.multi_output`, for one release (bundles exported before the split).
 """
 
+from .bad_images import BadImageLog, SkipBadImages, collate_present, screen_images
 from .bundle import bundle_dir, compose_bundle, run_bundle
 from .cam import CAMWriter
 from .data import (
@@ -91,6 +92,10 @@ from .runs import (
 )
 
 __all__ = [
+    "BadImageLog",
+    "SkipBadImages",
+    "collate_present",
+    "screen_images",
     "flag",
     "RunState",
     "finish_run",
