@@ -78,10 +78,14 @@ def set_num_threads(num_threads: int | None = 0) -> int:
 def setup_run(seed: int | None = 0, num_threads: int | None = 0) -> int:
     """Threads from ``num_threads`` and determinism from ``seed`` (``None`` or negative: not seeded).
 
-    Returns the number of threads set.
+    Also installs :func:`medfuse.errors.install_error_hook` (a bundle run stopped by an input error ends with one
+    line naming the file and the fix). Returns the number of threads set.
     """
     from monai.utils import set_determinism
 
+    from medfuse.errors import install_error_hook
+
+    install_error_hook()
     n = set_num_threads(num_threads)
     if seed is not None and int(seed) >= 0:
         set_determinism(seed=int(seed))

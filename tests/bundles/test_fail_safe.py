@@ -88,3 +88,62 @@ def test_resume_auto_needs_a_run_name(tmp_path):
     assert resume_source("auto", tmp_path, run_name="x") is None  # nothing to resume: a fresh run
     with pytest.raises(DataError, match="no resume.pt"):
         resume_source("nope", tmp_path, output_dir=str(tmp_path))
+
+
+def _manifest_with_a_corrupt_png(demo_data, tmp_path):
+    """A copy of the demo CXR manifest (absolute paths) whose first training image is text named .png."""
+    import hashlib
+
+    src = demo_data["cxr"]
+    manifest = json.loads(src.read_text())
+    for split in ("training", "validation", "test"):
+        for item in manifest[split]:
+            for key in ("image", "mask"):
+                if item.get(key):
+                    item[key] = str(src.parent / item[key])
+    bad = tmp_path / "CXR_bad.png"
+    bad.write_text("this is a report, not an image")
+    manifest["training"][0]["image"] = str(bad)
+    manifest["training"][0]["sha256"] = hashlib.sha256(bad.read_bytes()).hexdigest()
+    out = tmp_path / "manifest.json"
+    out.write_text(json.dumps(manifest))
+    return out, bad
+
+
+def test_corrupt_png_stops_a_bundle_run_with_one_line_naming_the_file(demo_data, tmp_path):
+    manifest, bad = _manifest_with_a_corrupt_png(demo_data, tmp_path)
+    tiny = {**tiny_overrides(manifest, tmp_path / "runs"), "max_items": 8, "image_size": 32, "calibrate": False}
+    proc = _cli_train({**tiny, "run_name": "bad"}, tmp_path)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert str(bad) in last and "--on_bad_image skip" in last, proc.stderr[-3000:]
+    assert proc.stderr.count("Traceback") == 0, proc.stderr[-3000:]
+
+
+def test_bad_images_skipped_in_training_and_inference_are_listed(demo_data, tmp_path, capsys):
+    manifest, bad = _manifest_with_a_corrupt_png(demo_data, tmp_path)
+    tiny = {**tiny_overrides(manifest, tmp_path / "runs"), "max_items": 8, "image_size": 32, "calibrate": False}
+    run_workflow(CFG / "train.json", "train", run_name="r", on_bad_image="skip", max_bad_fraction=0.2, **tiny)
+    run = tmp_path / "runs" / "r"
+    with open(run / "skipped_images.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["split"], r["image"], r["stage"]) for r in rows] == [("training", str(bad), "header")]
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["status"] == "finished" and info["skipped_images"] == {"training": 1}
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"skipped 1 unreadable image(s) (training: 1); list: {run / 'skipped_images.csv'}")
+    # inference over a folder with one non-image file: skipped (the default there), every other result written
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for item in json.loads(manifest.read_text())["training"][1:4]:
+        (folder / os.path.basename(item["image"])).write_bytes(open(item["image"], "rb").read())
+    (folder / "notes.png").write_text("not an image")
+    out = tmp_path / "pred"
+    run_workflow(CFG / "inference.json", "infer", run_name="r", input_dir=str(folder), inference_dir=str(out),
+                 max_bad_fraction=0.5, **{**tiny, "mc_samples": 0})
+    with open(out / "predictions.csv") as f:
+        images = [r["image"] for r in csv.DictReader(f)]
+    assert len(images) == 3 and not any(i.endswith("notes.png") for i in images)
+    with open(out / "skipped_images.csv") as f:
+        assert [r["image"] for r in csv.DictReader(f)] == [str(folder / "notes.png")]
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("skipped 1 unreadable image(s) (inference: 1)")
