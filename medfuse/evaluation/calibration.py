@@ -54,7 +54,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from medfuse.errors import DataError
+from medfuse.errors import DataError, TrainingError
 from medfuse.evaluation.classification import binary_operating_point, threshold_for_sensitivity
 
 __all__ = [
@@ -361,12 +361,42 @@ def decide(probs_calibrated: Any, calibration: Mapping[str, Any] | None, multila
 
 
 def find_calibration(checkpoint: str | os.PathLike | None) -> str | None:
-    """The ``calibration.json`` beside ``checkpoint`` (a file, or a run folder), or ``None`` when there is none."""
+    """The ``calibration.json`` beside ``checkpoint`` (a file, or a run folder), or ``None`` when there is none.
+
+    A calibration is bound to the weights it was fitted on: when ``checkpoint`` is a file and the calibration
+    records ``fitted_on.checkpoint_sha256``, the two must match (a run re-trained into the same folder that died
+    before re-fitting would otherwise apply the old temperature and threshold to new weights). Files written before
+    the hash was recorded are used with a warning.
+
+    Raises:
+        DataError: the calibration was fitted on other weights; the message says how to proceed (re-train, delete
+            it, or ``--calibration_file ''`` for T = 1 and argmax).
+    """
     if not checkpoint:
         return None
     c = Path(checkpoint)
     path = (c if c.is_dir() else c.parent) / CALIBRATION_NAME
-    return str(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    if c.is_file():
+        import json
+
+        from medfuse.utils.io import sha256_file
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                fitted = (json.load(f).get("fitted_on") or {}).get("checkpoint_sha256")
+        except (OSError, ValueError, AttributeError):
+            fitted = None  # load_calibration reports an unreadable file
+        if fitted is None:
+            logger.warning("%s records no checkpoint hash (written by an older medfuse): cannot check it belongs "
+                           "to %s", path, c)
+        elif fitted != sha256_file(c):
+            raise DataError(
+                f"{path}: fitted on other weights than {c} (sha256 {fitted[:12]}... vs {sha256_file(c)[:12]}...); "
+                "re-train to refit it, delete it, or pass --calibration_file '' to use T = 1 and argmax"
+            )
+    return str(path)
 
 
 def load_calibration(path: str | os.PathLike | Mapping | None, classes: Sequence[str] | None = None) -> dict | None:
@@ -404,10 +434,28 @@ def load_calibration(path: str | os.PathLike | Mapping | None, classes: Sequence
     return cal
 
 
+def _nonfinite_numbers(obj: Any, where: str = "") -> list[str]:
+    if isinstance(obj, Mapping):
+        return [b for k, v in obj.items() for b in _nonfinite_numbers(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [b for i, v in enumerate(obj) for b in _nonfinite_numbers(v, f"{where}[{i}]")]
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(float(obj)):
+        return [where]
+    return []
+
+
 def save_calibration(path: str | os.PathLike, calibration: Mapping[str, Any]) -> Path:
-    """Write ``calibration`` as JSON (atomically)."""
+    """Write ``calibration`` as JSON (atomically); a NaN or inf anywhere in it is refused and nothing is written.
+
+    Raises:
+        TrainingError: naming the non-finite entries (the model's predictions were not finite).
+    """
     from medfuse.utils.io import atomic_write_json
 
+    bad = _nonfinite_numbers(calibration)
+    if bad:
+        raise TrainingError(f"{path}: not written, {', '.join(bad[:5])} would be NaN or inf (the model's validation "
+                            "predictions are not finite); re-train the model")
     return atomic_write_json(path, dict(calibration))
 
 
@@ -442,6 +490,7 @@ def fit_run_calibration(
     from medfuse.evaluation.predictions import write_predictions
     from medfuse.networks.uncertainty import mc_dropout_outputs
     from medfuse.utils.distributed import is_main_process, unwrap_module
+    from medfuse.utils.io import sha256_file
 
     if not is_main_process():
         return None
@@ -474,6 +523,9 @@ def fit_run_calibration(
                 v = batch.get(k)
                 extra[k] += [str(s) for s in v] if v is not None else [""] * len(p)
     probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
+    if not np.isfinite(probs_arr).all():
+        raise TrainingError(f"{ckpt}: the model's validation probabilities hold NaN or inf; calibration.json not "
+                            "written; re-train the model (lower --learning_rate, check the training images)")
     labels_arr = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
     labelled = labels_arr >= 0  # items without a class (label -1, e.g. mask-only items) cannot calibrate
     if not labelled.all():
@@ -488,7 +540,7 @@ def fit_run_calibration(
     cal = fit_calibration(
         labels_arr, probs_arr, classes, target_sensitivity=float(target_sensitivity), positive_class=positive_class,
         fitted_on={"source": str(run_dir / "validation_predictions.csv"), "split": "validation",
-                   "mc_samples": int(mc_samples), "checkpoint": str(ckpt)},
+                   "mc_samples": int(mc_samples), "checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt)},
     )
     save_calibration(run_dir / CALIBRATION_NAME, cal)
     logger.info("calibration: T=%.3f, threshold=%s (target sensitivity %.2f) on %d validation cases -> %s",

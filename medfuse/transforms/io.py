@@ -45,9 +45,11 @@ nib, has_nib = optional_import("nibabel")
 
 __all__ = [
     "detect_image_format",
+    "image_header_problem",
     "read_image",
     "read_pil_image",
     "read_nifti_image",
+    "require_finite",
     "LoadXray",
     "LoadXrayd",
     "LoadXrayD",
@@ -124,6 +126,39 @@ def detect_image_format(path: str | os.PathLike) -> str:
     )
 
 
+def image_header_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as an image, from its header only; ``None`` when the header reads.
+
+    Cheap (the pixels are not decoded): the file exists and is readable, its format is known
+    (:func:`detect_image_format`), and its header parses: Pillow's lazy ``Image.open`` (not ``verify()``, which reads
+    every chunk; :func:`medfuse.data.layouts.sniff.inspect_image` does that and hashes the file too), pydicom's
+    ``dcmread(stop_before_pixels=True)``, nibabel's ``load`` (header and lazy data proxy).
+    """
+    try:
+        fmt = detect_image_format(path)
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        if fmt == "pil":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                if im.width < 1 or im.height < 1:
+                    return f"image of size {im.width}x{im.height}"
+        elif fmt == "dicom":
+            import pydicom
+
+            pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        else:
+            import nibabel as nib
+
+            nib.load(os.fspath(path))
+    except DataError as e:
+        return " ".join(str(e).split(": ", 1)[-1].split())
+    except Exception as e:  # the readers raise OSError, ValueError, struct.error ... on a bad header
+        return f"{fmt} header unreadable ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
+    return None
+
+
 def _base_meta(path: str, fmt: str, shape: tuple[int, ...]) -> dict[str, Any]:
     return {
         "filename_or_obj": path,
@@ -134,6 +169,21 @@ def _base_meta(path: str, fmt: str, shape: tuple[int, ...]) -> dict[str, Any]:
         "inverted": False,
         "affine": np.eye(4),
     }
+
+
+def require_finite(path: str | os.PathLike, arr: np.ndarray) -> None:
+    """Raise :class:`~medfuse.errors.DataError` naming ``path`` when ``arr`` holds NaN or inf pixels.
+
+    A non-finite pixel is an input error, not something to paint over: min-max scaling or ``nan_to_num`` would turn a
+    broken export into a plausible-looking image (an all-NaN file into an all-zero one) and a model would be trained
+    on it or report on it without a word.
+    """
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = int(arr.size - np.count_nonzero(finite))
+        raise DataError(
+            f"{path}: {bad} of {arr.size} pixels are NaN or inf; re-export the image, or remove it from the manifest"
+        )
 
 
 def read_pil_image(
@@ -210,6 +260,7 @@ def read_pil_image(
         top, bits = 65535.0, 16
     else:  # 32-bit integer or float: unknown range
         top, bits = None, 32
+    require_finite(path, arr)
     meta = _base_meta(path, fmt or "IMAGE", arr.shape[1:])
     if top is None:
         lo, hi = (float(np.nanmin(arr)), float(np.nanmax(arr))) if arr.size else (0.0, 1.0)
@@ -261,7 +312,7 @@ def read_nifti_image(
     Orientation: the file's voxel order (``H`` = axis i, ``W`` = axis j, ``D`` = axis k), as
     MONAI's ``NibabelReader``; ``as_canonical=True`` reorients to the closest RAS+ first.
     Scaling: the finite min-max of the *whole volume* (before a slice is taken, so slices of
-    one volume share one scale); NaNs become 0. Use ``scale=False`` for label maps.
+    one volume share one scale); NaN or inf pixels are an error (:func:`require_finite`). Use ``scale=False`` for label maps.
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
@@ -311,11 +362,10 @@ def read_nifti_image(
     zooms = (tuple(zooms) + (1.0, 1.0, 1.0))[:3]
 
     lo, hi = 0.0, 1.0
-    finite = np.isfinite(data)
+    require_finite(path, data)
     if scale:
-        if finite.any():
-            lo, hi = float(data[finite].min()), float(data[finite].max())
-        data = np.where(finite, data, lo)
+        if data.size:
+            lo, hi = float(data.min()), float(data.max())
         data = (data - lo) / (hi - lo) if hi > lo else np.zeros_like(data)
 
     meta = _base_meta(path, "NIFTI", original_shape)

@@ -22,10 +22,13 @@ Task-neutral modules:
 * :mod:`~medfuse.workflows.runs`: run folders, the executed config and run record;
 * :mod:`~medfuse.workflows.data`: items from manifests or folders, classes, class balance;
 * :mod:`~medfuse.workflows.engine`: device, bf16 AMP on CUDA, threads, determinism;
+* :mod:`~medfuse.workflows.checkpoints`: model weights read so that a broken or non-finite file is named;
+* :mod:`~medfuse.workflows.resume`: run status in run_info.json, resume.pt each epoch, resuming, per-epoch seeds;
+* :mod:`~medfuse.workflows.guard`: non-finite inputs, losses, gradients and weights never pass (training);
 * :mod:`~medfuse.workflows.metrics`: validation metrics (AUC, AUPR, accuracy) as ignite metrics;
 * :mod:`~medfuse.workflows.inferers`: plain or Monte-Carlo dropout inference;
 * :mod:`~medfuse.workflows.handlers`: per-epoch log, predictions writer, progress bar, LR schedule;
-* :mod:`~medfuse.workflows.guard`: the input guard of inference (DICOM tags against the bundle's ``accepts``);
+* :mod:`~medfuse.workflows.input_guard`: the input guard of inference (DICOM tags against the bundle's ``accepts``);
 * :mod:`~medfuse.workflows.ood`: fitting a run's out-of-distribution model (``ood.json``), at the end of training
   or afterwards;
 * :mod:`~medfuse.workflows.bundle`: layered bundle configs; run a bundle's train / evaluate / inference from Python;
@@ -37,8 +40,9 @@ The names below are re-exported here (``medfuse.workflows.ClassificationMetric``
 :mod:`~medfuse.workflows.multi_output`, for one release (bundles exported before the split).
 """
 
+from .bad_images import BadImageLog, SkipBadImages, collate_present, screen_images
 from .bundle import bundle_accepts, bundle_dir, compose_bundle, run_bundle
-from .guard import InputGuard
+from .input_guard import InputGuard
 from .cam import CAMWriter
 from .data import (
     CLASS_BALANCE_MODES,
@@ -55,6 +59,9 @@ from .data import (
     split_items,
     train_sampler,
 )
+from .checkpoints import CheckpointLoader, load_weights, read_checkpoint
+from .resume import RunState, finish_run, resume_source, update_run_info
+from .guard import FaultAt, FiniteCheckpointSaver, NonFiniteGuard, check_finite_state
 from .engine import amp_kwargs, flag, get_device, set_num_threads, setup_run, use_amp
 from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
 from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
@@ -90,8 +97,23 @@ from .runs import (
 )
 
 __all__ = [
+    "BadImageLog",
+    "SkipBadImages",
+    "collate_present",
+    "screen_images",
     "flag",
     "bundle_accepts",
+    "RunState",
+    "finish_run",
+    "resume_source",
+    "update_run_info",
+    "CheckpointLoader",
+    "load_weights",
+    "read_checkpoint",
+    "NonFiniteGuard",
+    "FiniteCheckpointSaver",
+    "FaultAt",
+    "check_finite_state",
     "bundle_dir",
     "InputGuard",
     "fit_run_ood",

@@ -80,15 +80,19 @@ def set_num_threads(num_threads: int | None = 0) -> int:
 def setup_run(seed: int | None = 0, num_threads: int | None = 0) -> int:
     """Threads from ``num_threads`` and determinism from ``seed`` (``None`` or negative: not seeded).
 
-    Called first in every bundle's ``initialize``; under ``python -m monai.bundle run`` it first refuses unknown
-    override keys and values of the wrong type (:func:`medfuse.workflows.bundle.check_command_line_overrides`).
+    Called first in every bundle's ``initialize``: installs :func:`medfuse.errors.install_error_hook` (a bundle run
+    stopped by an input error ends with one line naming the file and the fix), then, under ``python -m monai.bundle
+    run``, refuses unknown override keys and values of the wrong type
+    (:func:`medfuse.workflows.bundle.check_command_line_overrides`).
 
     Returns the number of threads set.
     """
     from monai.utils import set_determinism
 
+    from medfuse.errors import install_error_hook
     from medfuse.workflows.bundle import check_command_line_overrides
 
+    install_error_hook()
     check_command_line_overrides()  # first thing of every bundle run: typos in overrides stop it here
     n = set_num_threads(num_threads)
     if seed is not None and int(seed) >= 0:

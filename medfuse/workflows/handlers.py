@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,7 +31,7 @@ from monai.handlers import LrScheduleHandler, from_engine
 from medfuse.evaluation.predictions import write_predictions
 from medfuse.utils.io import atomic_write_csv
 
-__all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "lr_schedule_handler", "LR_SCHEDULES"]
+__all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "lr_schedule_handler", "scheduler_of", "LR_SCHEDULES"]
 
 LR_SCHEDULES = ("cosine", "onecycle", "constant", "none")
 logger = logging.getLogger(__name__)
@@ -47,9 +48,10 @@ def _scalar(v: Any) -> Any:
 class EpochLogger:
     """Append one row per training epoch to ``<log_dir>/<name>.csv`` and ``<name>.jsonl``.
 
-    Columns: ``epoch``, ``train_loss`` (mean over the epoch's iterations), every metric of
+    Columns: ``epoch``, ``train_loss`` (mean over the epoch's steps that were not dropped), every metric of
     the evaluator's last run (``val_auc``, ``val_aupr``, ``val_acc`` ...), ``lr`` (of the first
-    parameter group, as used during the epoch), ``best_val_metric``, ``time_s`` (wall time of
+    parameter group, as used during the epoch), ``best_val_metric``, ``skipped_steps`` (steps
+    :class:`~medfuse.workflows.guard.NonFiniteGuard` dropped this epoch, when it guards the trainer), ``time_s`` (wall time of
     the epoch, validation included). Attach it to the trainer after the ``ValidationHandler``
     so validation has run when the row is written.
 
@@ -102,6 +104,7 @@ class EpochLogger:
         return self.log_dir / f"{self.name}.jsonl"
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
@@ -112,6 +115,25 @@ class EpochLogger:
             return None
         return float(opt.param_groups[0]["lr"])
 
+    def started(self, engine: Engine) -> None:
+        """On a resumed run (the trainer starts after epoch N): keep the logged rows of epochs 1..N, drop the rest.
+
+        Registered after a resume handler's ``STARTED`` (which restores the epoch), so an epoch that was logged
+        but not saved in ``resume.pt`` before a kill is logged once, when it is run again.
+        """
+        done = int(engine.state.epoch or 0)
+        self.rows = []
+        if done and self.jsonl_path.is_file():
+            with open(self.jsonl_path, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+            self.rows = [r for r in rows if int(r.get("epoch", 0)) <= done]
+        if self.log_dir.is_dir() and (self.rows or not done):
+            for path, fmt in ((self.jsonl_path, "jsonl"), (self.csv_path, "csv")):
+                if fmt in self.formats and path.is_file():
+                    path.unlink()
+            for row in list(self.rows):
+                self._write(row, keep=True)
+
     def epoch_started(self, engine: Engine) -> None:
         self._losses = []
         self._t0 = time.perf_counter()
@@ -119,7 +141,7 @@ class EpochLogger:
 
     def iteration_completed(self, engine: Engine) -> None:
         loss = self.loss_transform(engine.state.output)
-        if loss is not None:
+        if loss is not None and math.isfinite(float(_scalar(loss))):  # a dropped step (NaN) is in skipped_steps
             self._losses.append(float(_scalar(loss)))
 
     def epoch_completed(self, engine: Engine) -> None:
@@ -136,14 +158,17 @@ class EpochLogger:
                         row[k] = float(v)
                 row["best_val_metric"] = _scalar(getattr(ev, "best_metric", None))
                 row["best_val_epoch"] = _scalar(getattr(ev, "best_metric_epoch", None))
+        if hasattr(engine.state, "skipped_steps"):  # set by NonFiniteGuard
+            row["skipped_steps"] = int(engine.state.skipped_steps)
         for name, fn in self.extra_columns.items():
             row[name] = _scalar(fn(engine))
         row["lr"] = self._lr
         row["time_s"] = round(time.perf_counter() - self._t0, 3)
-        self.rows.append(row)
         self._write(row)
 
-    def _write(self, row: dict) -> None:
+    def _write(self, row: dict, keep: bool = False) -> None:
+        if not keep:
+            self.rows.append(row)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if "jsonl" in self.formats:
             with open(self.jsonl_path, "a", encoding="utf-8") as f:
@@ -195,7 +220,7 @@ class PredictionWriter:
             ``pred`` follows its validated threshold (the entropy is recomputed from the scaled
             probabilities; the mutual information is kept as measured). ``None`` or ``""``: no
             calibration (T = 1, arg-max), which is logged.
-        input_guard: the workflow's :class:`~medfuse.workflows.guard.InputGuard`: the inputs it refused are
+        input_guard: the workflow's :class:`~medfuse.workflows.input_guard.InputGuard`: the inputs it refused are
             written too, with their ``input_check`` reason and empty probabilities (scored rows get ``ok``).
             ``ood_score`` / ``ood`` columns are written when the inferer produced them (an OOD model was given).
     """
@@ -367,6 +392,19 @@ class ProgressBar:
             self.bar.attach(engine)
 
 
+_SCHEDULERS: "weakref.WeakKeyDictionary[torch.optim.Optimizer, Any]" = weakref.WeakKeyDictionary()
+
+
+def _remember_scheduler(optimizer: torch.optim.Optimizer, handler: LrScheduleHandler) -> LrScheduleHandler:
+    _SCHEDULERS[optimizer] = handler.lr_scheduler
+    return handler
+
+
+def scheduler_of(optimizer: torch.optim.Optimizer) -> Any:
+    """The LR scheduler :func:`lr_schedule_handler` made for ``optimizer`` (saved in ``resume.pt``), or ``None``."""
+    return _SCHEDULERS.get(optimizer)
+
+
 def lr_schedule_handler(
     optimizer: torch.optim.Optimizer,
     schedule: str = "cosine",
@@ -393,15 +431,16 @@ def lr_schedule_handler(
     if int(epochs) < 1 or int(steps_per_epoch) < 1:
         raise ValueError(f"epochs and steps_per_epoch must be >= 1, got {epochs} and {steps_per_epoch}")
     if schedule in ("constant", "none"):
-        return LrScheduleHandler(torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0), print_lr=print_lr)
+        return _remember_scheduler(optimizer, LrScheduleHandler(
+            torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0), print_lr=print_lr))
     base_lr = float(optimizer.param_groups[0]["lr"])
     if schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(epochs), eta_min=base_lr * float(min_lr_ratio))
-        return LrScheduleHandler(sched, print_lr=print_lr, epoch_level=True)
+        return _remember_scheduler(optimizer, LrScheduleHandler(sched, print_lr=print_lr, epoch_level=True))
     sched = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=[g["lr"] for g in optimizer.param_groups],
         total_steps=int(epochs) * int(steps_per_epoch),
         pct_start=float(pct_start),
     )
-    return LrScheduleHandler(sched, print_lr=print_lr, epoch_level=False)
+    return _remember_scheduler(optimizer, LrScheduleHandler(sched, print_lr=print_lr, epoch_level=False))

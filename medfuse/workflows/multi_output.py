@@ -229,9 +229,10 @@ def load_initial_weights(network: torch.nn.Module, path: str | os.PathLike | Non
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: init_ckpt not found; give the model.pt of an earlier run, or leave init_ckpt empty")
-    state = torch.load(p, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
+    from medfuse.workflows.checkpoints import load_weights
+
+    # a truncated, corrupt or non-finite file: one line naming it (CheckpointError); a module. prefix is removed
+    state = load_weights(p, fix="give the model.pt of an earlier run that finished, or leave init_ckpt empty")
     try:
         unwrap_module(network).load_state_dict(state)
     except RuntimeError as err:

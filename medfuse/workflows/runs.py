@@ -42,6 +42,7 @@ __all__ = [
     "new_run_dir",
     "find_run_dir",
     "latest_run",
+    "run_status",
     "find_checkpoint",
     "find_active_parser",
     "find_active_workflow",
@@ -196,12 +197,43 @@ def _remember(key: tuple | None, path: str) -> None:
         _RUN_DIRS[key] = (weakref.ref(find_active_parser()), path)
 
 
-def new_run_dir(output_dir: str | os.PathLike, run_name: str = "", suffix: str = "", create: bool = True) -> str:
+def run_status(run_dir: str | os.PathLike) -> str | None:
+    """``status`` of the run at ``run_dir`` (``running``, ``finished``, ``failed``, ``interrupted``).
+
+    A run folder written before runs had a status (a ``run_info.json`` without one) counts as ``finished`` when it
+    holds a ``model.pt``; ``None`` when there is no run record at all.
+    """
+    info = read_run_info(run_dir)
+    if not info:
+        return None
+    if "status" in info:
+        return str(info["status"])
+    return "finished" if (Path(run_dir) / CHECKPOINT_NAME).is_file() else None
+
+
+def _clear_run(path: Path) -> None:
+    """Remove what an earlier run left in ``path`` (``--overwrite true``)."""
+    import shutil
+
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def new_run_dir(output_dir: str | os.PathLike, run_name: str = "", suffix: str = "", create: bool = True,
+                overwrite: bool = False, resume: str = "") -> str:
     """The folder of a new run: ``<output_dir>/<run_name or timestamp[-suffix]>``.
 
     Within one config parse the same arguments give the same folder (the config may resolve
     ``run_dir`` more than once). A timestamp name that exists already gets ``-2``, ``-3`` ...;
-    an explicit ``run_name`` is used as it is (re-using a folder is allowed).
+    an explicit ``run_name`` is used as it is. A folder holding a *finished* run is not trained into again (its
+    ``model.pt`` and ``calibration.json`` would be mixed with the new run's) unless ``overwrite``, which removes the
+    old artefacts first; a run that did not finish is continued with ``resume``, or trained over.
+
+    Raises:
+        DataError: ``run_name`` names a finished run and neither ``overwrite`` nor ``resume`` is given.
 
     Under ``torch.distributed`` rank 0 chooses the name and broadcasts it, and only rank 0
     creates the folder.
@@ -213,6 +245,13 @@ def new_run_dir(output_dir: str | os.PathLike, run_name: str = "", suffix: str =
     base = Path(output_dir)
     if run_name:
         path = base / str(run_name)
+        if path.is_dir() and is_main_process() and not resume and run_status(path) == "finished":
+            if not overwrite:
+                from medfuse.errors import DataError
+
+                raise DataError(f"{path}: holds a finished run; choose another --run_name, or pass --overwrite true "
+                                "to remove its model.pt, calibration.json and logs and train again")
+            _clear_run(path)
     else:
         name = make_run_name(str(suffix))
         path, k = base / name, 2
@@ -226,12 +265,17 @@ def new_run_dir(output_dir: str | os.PathLike, run_name: str = "", suffix: str =
     return out
 
 
-def latest_run(output_dir: str | os.PathLike, require: str = CHECKPOINT_NAME) -> Path | None:
-    """The most recently modified run folder under ``output_dir`` that holds ``require``."""
+def latest_run(output_dir: str | os.PathLike, require: str = CHECKPOINT_NAME, finished_only: bool = True) -> Path | None:
+    """The most recently modified run folder under ``output_dir`` that holds ``require``.
+
+    Only runs whose status is ``finished`` (:func:`run_status`) count unless ``finished_only`` is False: a run that
+    was killed, failed or is still training holds a ``model.pt`` too, and must not be picked as "the latest model".
+    """
     base = Path(output_dir)
     if not base.is_dir():
         return None
-    runs = [p for p in base.iterdir() if p.is_dir() and (not require or (p / require).is_file())]
+    runs = [p for p in base.iterdir() if p.is_dir() and (not require or (p / require).is_file())
+            and (not finished_only or run_status(p) in ("finished", None))]
     if not runs:
         return None
     return max(runs, key=lambda p: ((p / require).stat().st_mtime if require else p.stat().st_mtime, p.name))

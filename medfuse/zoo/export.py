@@ -45,6 +45,7 @@ from typing import Any, Mapping
 from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_text, sha256_file
 from medfuse.workflows.bundle import ACCEPTS_KEY, BASE_KEY, bundle_metadata_value, flatten_configs
+from medfuse.workflows.checkpoints import load_weights
 from medfuse.zoo import checks
 from medfuse.zoo.checks import ZooCheckError
 from medfuse.zoo.configs import bake_config, is_literal, run_setting_keys
@@ -348,6 +349,8 @@ class _Export:
         _copy_bundle(self.bundle, stage)
         flatten_configs(self.bundle, stage / "configs")  # a layered bundle's base configs merged in: it stands alone
         (stage / "models").mkdir(exist_ok=True)
+        # a truncated, corrupt or non-finite checkpoint is named here, not later as a TorchScript failure
+        load_weights(self.weights_path, fix="re-export or re-train the model, then pass its model.pt as --weights")
         shutil.copy2(self.weights_path, stage / "models" / "model.pt")
         calibration = self.weights_path.parent / "calibration.json"
         if calibration.is_file():

@@ -250,3 +250,20 @@ class TestDispatchAndDict:
         out = LoadXrayd(["a", "b"], padding_mask_key="pad")({"a": dicom_testfile("MR_small.dcm"), "b": dicom_testfile("CT_small.dcm")})
         assert set(out) == {"a", "b", "a_pad", "b_pad"}
         assert out["b_pad"].shape == out["b"].shape
+
+
+@pytest.mark.parametrize("kind", ["tiff_patch", "nifti_all_nan", "nifti_inf"])
+def test_non_finite_pixels_are_an_input_error_naming_the_file(tmp_path, kind):
+    arr = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    if kind == "tiff_patch":
+        arr[5:15, 5:15] = np.nan
+        path = tmp_path / "float.tif"
+        Image.fromarray(arr, mode="F").save(path)
+    else:
+        arr[...] = np.nan if kind == "nifti_all_nan" else arr
+        arr[0, 0] = np.inf if kind == "nifti_inf" else arr[0, 0]
+        path = tmp_path / "img.nii.gz"
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), str(path))
+    bad = {"tiff_patch": 100, "nifti_all_nan": 1024, "nifti_inf": 1}[kind]
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: {bad} of 1024 pixels are NaN or inf; re-export"):
+        LoadXray()(str(path))

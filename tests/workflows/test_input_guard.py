@@ -13,7 +13,7 @@ from medfuse.dicom.accept import check_accepts, validate_accepts
 from medfuse.errors import DataError
 from medfuse.evaluation.predictions import read_predictions
 from medfuse.workflows.bundle import bundle_accepts
-from medfuse.workflows.guard import InputGuard
+from medfuse.workflows.input_guard import InputGuard
 from tests.bundles.helpers import BUNDLES
 from tests.dicom.helpers import pydicom_file, write_cr
 
