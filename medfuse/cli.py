@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "validate": "validate",
     "summary": "summary",
     "evaluate": "evaluate",
+    "cv": "cv",
     "export": "export",
     "zoo": "zoo",
 }

@@ -27,7 +27,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import LrScheduleHandler, from_engine
 
-from medfuse.evaluation.predictions import write_predictions
+from medfuse.evaluation.predictions import decision_columns, write_predictions
+from medfuse.networks.uncertainty import ENSEMBLE_KEYS
 from medfuse.utils.io import atomic_write_csv
 
 __all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "lr_schedule_handler", "LR_SCHEDULES"]
@@ -246,7 +247,7 @@ class PredictionWriter:
             if label is not None:
                 label = torch.as_tensor(label).reshape(-1)
                 row["label"] = int(label.argmax()) if label.numel() > 1 else int(label.item())
-            for key in ("entropy", "mutual_info"):
+            for key in ("entropy", "mutual_info", *ENSEMBLE_KEYS):
                 v = _item_value(out, batch, key)
                 if v is not None:
                     row[key] = float(_scalar(v))
@@ -297,7 +298,9 @@ class PredictionWriter:
             labels=[r["label"] for r in rows] if has_label else None,
             entropy=entropy,
             mutual_info=[r["mutual_info"] for r in rows] if has_mi else None,
-            extra={k: [r.get(k, "") for r in rows] for k in self.extra_keys if any(k in r for r in rows)},
+            extra={**{k: [f"{r[k]:.6g}" if k in r else "" for r in rows] for k in ENSEMBLE_KEYS if any(k in r for r in rows)},
+                   **decision_columns(self.calibration, len(self.classes), len(rows)),
+                   **{k: [r.get(k, "") for r in rows] for k in self.extra_keys if any(k in r for r in rows)}},
             pred=pred,
         )
         logger.info("wrote %d predictions to %s", len(rows), self.path)

@@ -37,20 +37,27 @@ class MCDropoutInferer(Inferer):
     any other network with dropout layers works too (:func:`medfuse.networks.uncertainty.mc_dropout_outputs`).
     A ``DataParallel`` / ``DistributedDataParallel`` wrapper is looked through (:func:`medfuse.utils.unwrap_module`).
 
+    An ensemble (:class:`medfuse.networks.nets.EnsembleNet`) always returns the dictionary, with its
+    ``mutual_info_members`` and ``member_disagreement`` (without dropout sampling when ``samples=0``).
+
     Args:
         samples: number of stochastic passes; 0 disables Monte-Carlo dropout.
+        seed: make the passes reproducible per item (the same item gets the same dropout masks in any batch and on
+            every run; :func:`medfuse.networks.uncertainty.mc_dropout_predict`); None: the global generator.
     """
 
-    def __init__(self, samples: int = 0) -> None:
+    def __init__(self, samples: int = 0, seed: int | None = None) -> None:
         super().__init__()
         if int(samples) < 0:
             raise ValueError(f"samples must be >= 0, got {samples}")
         self.samples = int(samples)
+        self.seed = None if seed is None else int(seed)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any):
-        if self.samples == 0:
+        net = unwrap_module(network)
+        if self.samples == 0 and not getattr(net, "reports_members", False):
             return network(inputs, *args, **kwargs)
-        return mc_dropout_outputs(unwrap_module(network), inputs, self.samples)
+        return mc_dropout_outputs(net, inputs, self.samples, seed=self.seed)
 
 
 class UnpackPredictiond(MapTransform):

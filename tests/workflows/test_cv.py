@@ -1,0 +1,110 @@
+# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""``medfuse cv``: patient-level folds, a 3-fold tiny run that trains, resumes without retraining, and summarises."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from medfuse.commands.cv import main as cv_main
+from medfuse.commands.cv import parse_overrides
+from medfuse.data.splits import kfold_assignment
+from medfuse.errors import DataError
+from medfuse.evaluation import read_predictions
+from medfuse.workflows.cv import FOLD_MARKER, fold_finished, run_cv
+from tests.tiny import PER_BUNDLE, RUN_SIZE
+
+BUNDLE = "cxr_dual_cross_attention"
+
+
+def _override_args(d: dict) -> list[str]:
+    out = []
+    for k, v in d.items():
+        out += [f"--{k}", json.dumps(v)]
+    return out
+
+
+def test_kfold_assignment_is_patient_level_and_stratified():
+    items = [{"image": f"{i}.png", "label": i % 2, "patient_id": f"p{i // 3}"} for i in range(60)]
+    items[5]["sha256"] = items[40]["sha256"] = "same-file"  # a duplicate joins two patients
+    fold = kfold_assignment(items, 4, seed=3)
+    assert sorted(Counter(fold).values()) == [15, 15, 15, 15] or max(Counter(fold).values()) - min(Counter(fold).values()) <= 3
+    by_patient = {}
+    for f, it in zip(fold, items):
+        by_patient.setdefault(it["patient_id"], set()).add(f)
+    assert all(len(v) == 1 for v in by_patient.values())
+    assert fold[5] == fold[40]
+    for k in range(4):  # both labels in every fold, roughly half each
+        labels = Counter(it["label"] for f, it in zip(fold, items) if f == k)
+        assert labels[0] >= 5 and labels[1] >= 5
+    assert kfold_assignment(items, 4, seed=3) == fold
+    with pytest.raises(DataError, match="at least 5 patients"):
+        kfold_assignment(items[:6], 5)
+
+
+def test_parse_overrides():
+    assert parse_overrides(["--epochs", "3", "--backbones", '["a", "b"]', "--fusion=concat"]) == {
+        "epochs": 3, "backbones": ["a", "b"], "fusion": "concat"}
+
+
+@pytest.fixture(scope="module")
+def cv_run(demo_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv")
+    tiny = {**RUN_SIZE, **PER_BUNDLE[BUNDLE]}
+    args = [BUNDLE, "--manifest", str(demo_data["cxr"]), "--folds", "3", "--seed", "1", "--output_dir", str(out),
+            "--bootstrap", "50", *_override_args(tiny)]
+    assert cv_main(args) == 0
+    return {"out": out, "cv": out / "cv", "args": args, "tiny": tiny, "manifest": demo_data["cxr"]}
+
+
+def test_cv_trains_every_fold_and_summarises(cv_run):
+    cv = cv_run["cv"]
+    folds = json.loads((cv / "folds.json").read_text())
+    manifest = json.loads(cv_run["manifest"].read_text())
+    assert len(folds["items"]) == len(manifest["training"]) == sum(folds["fold_sizes"])
+    for k in (1, 2, 3):
+        run = cv / f"fold_{k}"
+        assert fold_finished(run) and (run / "model.pt").is_file() and (run / "calibration.json").is_file()
+        fm = json.loads((cv / "manifests" / f"fold_{k}.json").read_text())
+        train_p = {it["patient_id"] for it in fm["training"]}
+        val_p = {it["patient_id"] for it in fm["validation"]}
+        assert train_p and val_p and not train_p & val_p  # patient-level
+        assert "test" not in fm  # the test split is never touched
+    pooled = read_predictions(cv / "predictions.csv")
+    assert len(pooled["images"]) == len(manifest["training"])  # every training item once, out of fold
+    assert sorted(set(pooled["extra"]["fold"])) == ["1", "2", "3"]
+    s = json.loads((cv / "cv_summary.json").read_text())
+    assert [f["n"] for f in s["per_fold"]] == folds["fold_sizes"]
+    assert s["pooled"]["n"] == len(manifest["training"])
+    for key in ("auc", "aupr", "accuracy"):
+        assert 0.0 <= s["pooled"][key] <= 1.0
+        ci = s["pooled"][f"{key}_ci"]
+        assert ci["low"] <= s["pooled"][key] + 1e-9 and ci["n_boot"] == 50
+    # the pooled threshold: 9 + 9 cases back it under threshold_min_cases=1
+    assert s["threshold"]["threshold"] is not None and s["threshold"]["sensitivity"] >= 0.9
+    assert s["threshold"]["specificity_ci"]["n_boot"] == 50
+
+
+def test_cv_resumes_without_retraining(cv_run, capsys):
+    cv = cv_run["cv"]
+    stamps = {k: (cv / f"fold_{k}" / "model.pt").stat().st_mtime_ns for k in (1, 2, 3)}
+    assert cv_main(cv_run["args"] + ["--no-ensemble"]) == 0
+    assert "trained folds none, finished before [1, 2, 3]" in capsys.readouterr().out
+    assert stamps == {k: (cv / f"fold_{k}" / "model.pt").stat().st_mtime_ns for k in (1, 2, 3)}
+
+
+def test_cv_retrains_only_an_unfinished_fold(cv_run, tmp_path):
+    import shutil
+
+    cv = tmp_path / "cv"
+    shutil.copytree(cv_run["cv"], cv)
+    (cv / "fold_2" / FOLD_MARKER).unlink()  # as if fold 2 had been interrupted
+    res = run_cv(BUNDLE, cv_run["manifest"], folds=3, seed=1, output_dir=tmp_path, overrides=cv_run["tiny"], n_boot=0,
+                 ensemble=False)
+    assert res["trained"] == [2] and res["skipped"] == [1, 3]
+    assert (cv / "fold_2.incomplete-1" / "model.pt").is_file()  # moved aside, not deleted
+    with pytest.raises(DataError, match="another manifest, fold count or seed"):
+        run_cv(BUNDLE, cv_run["manifest"], folds=3, seed=2, output_dir=tmp_path, overrides=cv_run["tiny"], ensemble=False)
