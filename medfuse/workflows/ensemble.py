@@ -30,7 +30,7 @@ from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_json, sha256_file
 
 __all__ = ["ENSEMBLE_FILE", "COMBINE", "member_runs", "read_ensemble", "as_ensemble", "build_ensemble",
-           "load_ensemble", "build_cv_ensemble"]
+           "load_ensemble", "build_cv_ensemble", "ensemble_configs"]
 
 ENSEMBLE_FILE = "ensemble.json"
 COMBINE = "mean of the members' softmax probabilities (forward returns its log)"
@@ -91,8 +91,12 @@ def _state(path: Path) -> dict:
     return state
 
 
-def build_ensemble(members: Sequence[str | os.PathLike] | str, out_dir: str | os.PathLike) -> dict:
+def build_ensemble(members: Sequence[str | os.PathLike] | str, out_dir: str | os.PathLike,
+                   manifest: str | os.PathLike | None = None) -> dict:
     """Write the ensemble of ``members`` (run folders of one bundle, one architecture) into ``out_dir``.
+
+    ``manifest`` is recorded as the ensemble's manifest in ``run_info.json`` (what export builds its checks with);
+    default: the first member's (a cross-validation fold's manifest has no test split: pass the source manifest).
 
     Raises:
         DataError: members with other classes or another architecture (different weight names or shapes).
@@ -129,7 +133,8 @@ def build_ensemble(members: Sequence[str | os.PathLike] | str, out_dir: str | os
               "created": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
     atomic_write_json(out / ENSEMBLE_FILE, record)
     atomic_write_json(out / "run_info.json", {**{k: v for k, v in infos[0].items() if k != "run_dir"},
-                                              "workflow": "ensemble", "run_dir": str(out), "ensemble": record})
+                                              "workflow": "ensemble", "run_dir": str(out), "ensemble": record,
+                                              **({"manifest": str(Path(manifest).resolve())} if manifest else {})})
     return record
 
 
@@ -178,7 +183,7 @@ def build_cv_ensemble(cv_dir: str | os.PathLike, bundle: str | os.PathLike, mani
 
     cv_dir = Path(cv_dir)
     overrides = dict(overrides or {})
-    record = build_ensemble(str(cv_dir), cv_dir)
+    record = build_ensemble(str(cv_dir), cv_dir, manifest=manifest)
     result: dict[str, Any] = {"ensemble": record, "calibration": None}
     stale = cv_dir / "calibration.json"
     if stale.is_file():
@@ -209,3 +214,31 @@ def build_cv_ensemble(cv_dir: str | os.PathLike, bundle: str | os.PathLike, mani
     print(f"cv: ensemble of {len(record['members'])} folds calibrated on {cal['fitted_on']['n']} validation cases: "
           f"T = {cal['temperature']:.3f}, decision = {cal['decision']} -> {cv_dir / 'calibration.json'}")
     return result
+
+
+def ensemble_configs(configs_dir: str | os.PathLike, ensemble_dir: str | os.PathLike) -> list[str]:
+    """Make the flat inference config of an exported bundle build the ensemble of ``ensemble_dir`` in ``network_def``.
+
+    ``inference.json`` gets ``member_def`` (the former ``network_def``) and ``network_def``
+    = ``EnsembleNet(member=@member_def, num_members=M)``, so TorchScript export (``--net_id network_def``) and
+    inference load the ensemble's ``model.pt``. ``train.json`` is left alone (training the exported bundle trains
+    one model); its ``evaluate.json`` wraps ``network_def`` by :func:`as_ensemble` (``models/ensemble.json``).
+    Returns the files changed.
+    """
+    info = read_ensemble(ensemble_dir)
+    if info is None:
+        raise DataError(f"{ensemble_dir}: no {ENSEMBLE_FILE}; not an ensemble folder")
+    changed = []
+    for path in [Path(configs_dir) / "inference.json"]:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        if not isinstance(config.get("network_def"), dict) or config["network_def"].get("_target_", "").endswith("EnsembleNet"):
+            continue
+        config["member_def"] = config["network_def"]
+        config["network_def"] = {"_target_": "medfuse.networks.nets.EnsembleNet", "member": "@member_def",
+                                 "num_members": len(info["members"])}
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=4)
+            f.write("\n")
+        changed.append(path.name)
+    return changed

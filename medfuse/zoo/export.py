@@ -346,6 +346,11 @@ class _Export:
         flatten_configs(self.bundle, stage / "configs")  # a layered bundle's base configs merged in: it stands alone
         (stage / "models").mkdir(exist_ok=True)
         shutil.copy2(self.weights_path, stage / "models" / "model.pt")
+        from medfuse.workflows.ensemble import ENSEMBLE_FILE, ensemble_configs
+
+        if (self.weights_path.parent / ENSEMBLE_FILE).is_file():  # every member's weights are in model.pt
+            shutil.copy2(self.weights_path.parent / ENSEMBLE_FILE, stage / "models" / ENSEMBLE_FILE)
+            ensemble_configs(stage / "configs", self.weights_path.parent)
         calibration = self.weights_path.parent / "calibration.json"
         if calibration.is_file():
             shutil.copy2(calibration, stage / "models" / "calibration.json")
