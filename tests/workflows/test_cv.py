@@ -108,3 +108,86 @@ def test_cv_retrains_only_an_unfinished_fold(cv_run, tmp_path):
     assert (cv / "fold_2.incomplete-1" / "model.pt").is_file()  # moved aside, not deleted
     with pytest.raises(DataError, match="another manifest, fold count or seed"):
         run_cv(BUNDLE, cv_run["manifest"], folds=3, seed=2, output_dir=tmp_path, overrides=cv_run["tiny"], ensemble=False)
+
+
+# --- the fold ensemble ---------------------------------------------------------------------------------------
+
+
+def test_cv_folder_is_a_calibrated_ensemble(cv_run):
+    from medfuse.utils.io import sha256_file
+
+    cv = cv_run["cv"]
+    info = json.loads((cv / "ensemble.json").read_text())
+    assert [m.split("/")[-1] for m in info["members"]] == ["fold_1", "fold_2", "fold_3"]
+    cal = json.loads((cv / "calibration.json").read_text())
+    assert cal["fitted_on"]["split"] == "validation" and cal["fitted_on"]["model"] == "ensemble"
+    assert [m["sha256"] for m in cal["fitted_on"]["members"]] == [sha256_file(cv / f"fold_{k}" / "model.pt") for k in (1, 2, 3)]
+    assert cal["fitted_on"]["model_sha256"] == sha256_file(cv / "model.pt")
+    # every fold model is calibrated on its own out-of-fold cases
+    fold_cal = json.loads((cv / "fold_2" / "calibration.json").read_text())
+    fold_manifest = json.loads((cv / "manifests" / "fold_2.json").read_text())
+    assert fold_cal["fitted_on"]["n"] == len(fold_manifest["validation"])
+
+
+def test_ensemble_evaluates_with_member_uncertainty_and_reproducible_mc(cv_run):
+    import numpy as np
+
+    from medfuse.workflows.bundle import run_bundle
+
+    small = {k: cv_run["tiny"][k] for k in ("num_workers", "num_threads", "progress")}
+    runs = []
+    for batch in (4, 3):  # other batches, same items: per-item seeded MC dropout gives the same numbers
+        res = run_bundle(BUNDLE, "evaluate", manifest=str(cv_run["manifest"]), output_dir=str(cv_run["out"]),
+                         run_name="cv", eval_split="validation", eval_dir=str(cv_run["out"] / f"val_b{batch}"),
+                         mc_samples=3, n_boot=0, gallery_size=0, batch_size=batch, **small)
+        runs.append(read_predictions(res["predictions"]))
+    a, b = runs
+    np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-5)
+    np.testing.assert_allclose(a["mutual_info"], b["mutual_info"], atol=1e-6)
+    with open(res["predictions"]) as f:
+        header = f.readline().strip().split(",")
+    assert header.index("member_disagreement") < header.index("mutual_info_members") < header.index("patient_id")
+    assert header.index("threshold") < header.index("temperature") < header.index("entropy")
+    import csv
+
+    rows = list(csv.DictReader(open(res["predictions"])))
+    for r in rows:
+        assert 0.0 <= float(r["member_disagreement"]) < 1.0
+        # all epistemic uncertainty (members x dropout passes) >= the members' part alone
+        assert float(r["mutual_info"]) >= float(r["mutual_info_members"]) - 1e-6
+        assert float(r["temperature"]) == pytest.approx(json.loads((cv_run["cv"] / "calibration.json").read_text())["temperature"], rel=1e-5)
+
+
+def test_load_ensemble_matches_the_ensemble_weights(cv_run):
+    import torch
+
+    from medfuse.networks.nets import EnsembleNet
+    from medfuse.workflows.ensemble import as_ensemble, load_ensemble
+
+    net, classes = load_ensemble(cv_run["cv"])
+    assert isinstance(net, EnsembleNet) and len(net.members) == 3 and classes == ["normal", "opacity"]
+    same, _ = load_ensemble(",".join(str(cv_run["cv"] / f"fold_{k}") for k in (1, 2, 3)))
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        p = net(x).exp()
+        torch.testing.assert_close(p, same(x).exp())
+        torch.testing.assert_close(p.sum(1), torch.ones(2))
+        # the mean of the members' probabilities
+        torch.testing.assert_close(p, torch.stack([m(x).softmax(1) for m in net.members]).mean(0))
+    wrapped = as_ensemble(net.members[0], cv_run["cv"])
+    wrapped.load_state_dict(torch.load(cv_run["cv"] / "model.pt", weights_only=True))
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped.eval()(x).exp(), p)
+
+
+def test_ensemble_exports_with_torchscript_round_trip(cv_run, tmp_path):
+    from medfuse.commands.export import main as export_main
+
+    zoo = tmp_path / "zoo"
+    assert export_main(["bundles/" + BUNDLE, "--out", str(zoo), "--weights", str(cv_run["cv"] / "model.pt")]) == 0
+    exported = zoo / BUNDLE
+    infer = json.loads((exported / "configs" / "inference.json").read_text())
+    assert infer["network_def"]["_target_"] == "medfuse.networks.nets.EnsembleNet" and infer["network_def"]["num_members"] == 3
+    assert (exported / "models" / "ensemble.json").is_file()
+    # export stops on a failed round trip; the TorchScript of the averaged model is among the release's large files
+    assert "models/model.ts" in (exported / "large_files.yml").read_text()
