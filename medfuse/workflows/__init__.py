@@ -35,6 +35,7 @@ The names below are re-exported here (``medfuse.workflows.ClassificationMetric``
 """
 
 from .bundle import bundle_dir, compose_bundle, run_bundle
+from .ensemble import as_ensemble
 from .cam import CAMWriter
 from .data import (
     CLASS_BALANCE_MODES,
@@ -85,6 +86,7 @@ from .runs import (
 )
 
 __all__ = [
+    "as_ensemble",
     "flag",
     "bundle_dir",
     "run_bundle",

@@ -157,7 +157,8 @@ def run_cv(
         output_dir: parent of the ``cv`` folder; default ``runs/<bundle name>``.
         overrides: bundle config keys for every fold (``epochs``, ``image_size`` ...).
         n_boot: bootstrap resamples of the summary's intervals.
-        ensemble: also write the ensemble of the fold models into the ``cv`` folder (classification bundles).
+        ensemble: also write the ensemble of the fold models into the ``cv`` folder (classification bundles; a
+            bundle scored by Dice is cross-validated but not ensembled).
 
     Returns:
         ``{"cv_dir", "trained": [fold numbers trained by this call], "skipped": [...], "summary": dict}``.
@@ -195,7 +196,9 @@ def run_cv(
                            target_sensitivity=float(overrides.get("target_sensitivity", 0.9)),
                            min_cases=int(overrides.get("threshold_min_cases", _config_value(root, "threshold_min_cases", 50))))
     result = {"cv_dir": cv_dir, "trained": trained, "skipped": skipped, "summary": summary}
-    if ensemble and (cv_dir / "predictions.csv").is_file():
+    if ensemble and segmentation:
+        print("cv: the fold ensemble (EnsembleNet) takes single-output classifiers; this bundle's folds are not ensembled")
+    elif ensemble and (cv_dir / "predictions.csv").is_file():
         from medfuse.workflows.ensemble import build_cv_ensemble
 
         result["ensemble"] = build_cv_ensemble(cv_dir, bundle=root, manifest=manifest, overrides=overrides)

@@ -94,7 +94,8 @@ def test_evaluate(trained):
     assert metrics["positive_class"] == "opacity" and metrics["uncertainty"]["mean_mutual_info"] is not None
     with open(ev / "predictions.csv") as f:
         header = next(csv.reader(f))
-    assert header[:7] == ["image", "label", "prob_normal", "prob_opacity", "pred", "entropy", "mutual_info"]
+    assert header[:9] == ["image", "label", "prob_normal", "prob_opacity", "pred", "threshold", "temperature", "entropy",
+                          "mutual_info"]
     assert {"patient_id", "view", "sex"} <= set(header)
     pred = read_predictions(ev / "predictions.csv")
     # accuracy and confusion matrix are those of the decision in force (pred: the validated threshold)
