@@ -52,6 +52,18 @@ def flag(value, name: str = "value") -> bool:
     raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
+def refuse_tta(tta, bundle_name: str) -> None:
+    """Stop a bundle whose inferer has no test-time augmentation when ``tta`` (a classification base config key,
+    :class:`medfuse.workflows.MCDropoutInferer`) asks for it, rather than ignore it.
+
+    Raises:
+        ValueError: when ``tta`` is not 0; the message names the bundle and the fix.
+    """
+    if isinstance(tta, bool) or str(tta).strip() not in ("0", "0.0", "None", ""):
+        raise ValueError(f"{bundle_name} has no test-time augmentation (tta={tta!r}): it is only in the classifiers' "
+                         "MCDropoutInferer (a segmentation or box would need each view mapped back); run with --tta 0")
+
+
 def use_amp(device: str | torch.device | None = None, enabled: bool = True) -> bool:
     """True when autocast should run: ``enabled`` (a :func:`flag`) and the device is a CUDA device."""
     return flag(enabled, "amp") and get_device(device).type == "cuda"

@@ -13,6 +13,13 @@ post-transform turns it back into the mean probability, and one post-processing 
 serves both cases. :class:`UnpackPredictiond` (first in that chain) moves ``entropy`` and
 ``mutual_info`` to top-level keys of the item, where :class:`~medfuse.workflows.PredictionWriter`
 finds them.
+
+With ``tta=N > 0`` (test-time augmentation, :func:`medfuse.transforms.cxr_tta_transforms`: small shifts, scales
+and intensity changes, never a flip) the image and N augmented views of it each go through the passes above,
+and their probabilities are averaged: the views are inputs, not models, so ``entropy`` is the total entropy of
+the averaged probability while ``mutual_info`` (and an ensemble's member columns) is the mean over the views of
+each view's own value, and TTA never passes itself off as epistemic uncertainty. Without MC dropout or an
+ensemble the result stays a tensor, ``log(mean softmax)`` over the views.
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ from typing import Any, Hashable, Mapping
 import torch
 from monai.config import KeysCollection
 from monai.inferers import Inferer
-from monai.transforms import MapTransform
+from monai.transforms import Compose, MapTransform
+from monai.utils import convert_to_tensor
 
+from medfuse.networks.uncertainty import ENSEMBLE_KEYS, item_seeds, predictive_entropy
 from medfuse.networks.uncertainty import mc_dropout_outputs  # re-exported: medfuse.workflows.mc_dropout_outputs
+from medfuse.transforms.tta import cxr_tta_transforms
 from medfuse.utils.distributed import unwrap_module
 
-__all__ = ["mc_dropout_outputs", "MCDropoutInferer", "UnpackPredictiond"]
+__all__ = ["mc_dropout_outputs", "MCDropoutInferer", "UnpackPredictiond", "tta_views"]
 
 
 class MCDropoutInferer(Inferer):
@@ -44,20 +54,71 @@ class MCDropoutInferer(Inferer):
         samples: number of stochastic passes; 0 disables Monte-Carlo dropout.
         seed: make the passes reproducible per item (the same item gets the same dropout masks in any batch and on
             every run; :func:`medfuse.networks.uncertainty.mc_dropout_predict`); None: the global generator.
+        tta: number of test-time augmented views averaged with the image itself (:func:`tta_views`); 0 (default)
+            is off and changes nothing. Each view costs one more pass of everything above.
+
+    Raises:
+        ValueError: when ``samples`` or ``tta`` is negative.
     """
 
-    def __init__(self, samples: int = 0, seed: int | None = None) -> None:
+    def __init__(self, samples: int = 0, seed: int | None = None, tta: int = 0) -> None:
         super().__init__()
         if int(samples) < 0:
             raise ValueError(f"samples must be >= 0, got {samples}")
+        if isinstance(tta, bool) or int(tta) < 0:
+            raise ValueError(f"tta must be the number of test-time augmented views (0 = off), got {tta!r}")
         self.samples = int(samples)
         self.seed = None if seed is None else int(seed)
+        self.tta = int(tta)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any):
         net = unwrap_module(network)
-        if self.samples == 0 and not getattr(net, "reports_members", False):
-            return network(inputs, *args, **kwargs)
-        return mc_dropout_outputs(net, inputs, self.samples, seed=self.seed)
+        uncertain = self.samples > 0 or getattr(net, "reports_members", False)
+        if self.tta == 0:
+            if not uncertain:
+                return network(inputs, *args, **kwargs)
+            return mc_dropout_outputs(net, inputs, self.samples, seed=self.seed)
+        views = tta_views(inputs, self.tta, seed=self.seed)
+        if not uncertain:
+            probs = torch.stack([torch.softmax(network(v, *args, **kwargs).float(), dim=1) for v in views])
+            return torch.log(probs.mean(dim=0).clamp_min(1e-12))
+        return _average_views([mc_dropout_outputs(net, v, self.samples, seed=self.seed) for v in views])
+
+
+def tta_views(inputs: torch.Tensor, views: int, seed: int | None = None, transforms: Compose | None = None) -> list:
+    """The batch ``inputs`` ``(B, C, H, W)`` and ``views`` augmented copies of it (:func:`cxr_tta_transforms`).
+
+    Every item's views are seeded from the item itself and ``seed`` (:func:`medfuse.networks.uncertainty.item_seeds`),
+    so an item gets the same views in any batch and on every run; ``seed=None`` draws from the global generator.
+
+    Returns:
+        ``[inputs, view_1, ..., view_N]``, each a plain tensor shaped and placed like ``inputs``.
+    """
+    if inputs.ndim != 4:
+        raise ValueError(f"test-time augmentation takes 2D images (B, C, H, W), got shape {tuple(inputs.shape)}")
+    xform = cxr_tta_transforms(inputs.shape[2:]) if transforms is None else transforms
+    if seed is None:
+        seeds = torch.randint(0, 2**31 - 1, (inputs.shape[0],)).tolist()
+    else:
+        seeds = item_seeds(inputs, int(seed))
+    out = [inputs]
+    for v in range(1, int(views) + 1):
+        items = []
+        for x, s in zip(inputs, seeds):
+            xform.set_random_state(seed=(s + 7919 * v) % (2**31 - 1))
+            items.append(convert_to_tensor(xform(x), track_meta=False).to(inputs.dtype))
+        out.append(torch.stack(items))
+    return out
+
+
+def _average_views(outputs: list) -> dict:
+    """Combine the per-view dictionaries of :func:`mc_dropout_outputs` (see the module docstring)."""
+    probs = torch.stack([o["pred"].float().exp() for o in outputs]).mean(dim=0)
+    combined = {"pred": torch.log(probs.clamp_min(1e-12)), "entropy": predictive_entropy(probs)}
+    for key in ("mutual_info", *ENSEMBLE_KEYS):
+        if key in outputs[0]:
+            combined[key] = torch.stack([o[key].float() for o in outputs]).mean(dim=0)
+    return combined
 
 
 class UnpackPredictiond(MapTransform):

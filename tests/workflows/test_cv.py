@@ -158,6 +158,28 @@ def test_ensemble_evaluates_with_member_uncertainty_and_reproducible_mc(cv_run):
         assert float(r["temperature"]) == pytest.approx(json.loads((cv_run["cv"] / "calibration.json").read_text())["temperature"], rel=1e-5)
 
 
+def test_ensemble_evaluates_and_infers_with_test_time_augmentation(cv_run):
+    import numpy as np
+
+    from medfuse.workflows.bundle import run_bundle
+
+    small = {k: cv_run["tiny"][k] for k in ("num_workers", "num_threads", "progress")}
+    common = {"manifest": str(cv_run["manifest"]), "output_dir": str(cv_run["out"]), "run_name": "cv", "mc_samples": 0}
+    probs = {}
+    for tta in (0, 2):
+        res = run_bundle(BUNDLE, "evaluate", eval_split="validation", eval_dir=str(cv_run["out"] / f"val_tta{tta}"),
+                         n_boot=0, gallery_size=0, batch_size=4, tta=tta, **common, **small)
+        probs[tta] = read_predictions(res["predictions"])["probs"]
+        info = json.loads((cv_run["out"] / f"val_tta{tta}" / "run_info.json").read_text())
+        assert info["tta"] == tta
+    assert probs[2].shape == probs[0].shape and np.isfinite(probs[2]).all()
+    np.testing.assert_allclose(probs[2].sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(probs[2], probs[0], atol=1e-6)  # the views were averaged in
+    res = run_bundle(BUNDLE, "inference", split="validation", batch_size=3, tta=2, **common, **small)
+    # inference (other batches, the same per-item seeded views) gives evaluate's probabilities
+    np.testing.assert_allclose(read_predictions(res["predictions"])["probs"], probs[2], atol=1e-5)
+
+
 def test_load_ensemble_matches_the_ensemble_weights(cv_run):
     import torch
 
