@@ -52,7 +52,7 @@ from .data import (
     split_items,
     train_sampler,
 )
-from .engine import amp_kwargs, flag, get_device, refuse_tta, set_num_threads, setup_run, use_amp
+from .engine import amp_kwargs, flag, get_device, refuse_option, set_num_threads, setup_run, use_amp
 from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
 from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
 from .metrics import METRIC_NAMES, ClassificationMetric
@@ -88,7 +88,7 @@ from .runs import (
 __all__ = [
     "as_ensemble",
     "flag",
-    "refuse_tta",
+    "refuse_option",
     "bundle_dir",
     "run_bundle",
     "compose_bundle",

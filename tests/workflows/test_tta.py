@@ -122,22 +122,35 @@ def test_tta_with_mc_dropout_and_ensemble_is_deterministic_and_valid():
     torch.testing.assert_close(MCDropoutInferer(0, seed=4, tta=2)(x, ens)["pred"], e["pred"])
 
 
-@pytest.mark.parametrize("workflow", ["evaluate", "inference"])
-def test_every_bundle_uses_or_refuses_the_tta_key(workflow):
-    from medfuse.workflows import refuse_tta
+@pytest.mark.parametrize("workflow, key, off", [("evaluate", "tta", 0), ("inference", "tta", 0),
+                                               ("train", "shift_augment", False)])
+def test_every_bundle_uses_or_refuses_the_optional_keys(workflow, key, off):
     from medfuse.workflows.bundle import compose_layers, workflow_files
     from tests.bundles.helpers import BUNDLES
 
     bundles = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
     assert len(bundles) >= 6
+    refusal = f"$medfuse.workflows.refuse_option(@{key}, '{key}', @bundle_name)"
     for bundle in bundles:
         config = compose_layers(workflow_files(bundle, workflow))
-        assert config["tta"] == 0, bundle  # off by default, from the classification base
-        inferer = config["validate"]["inferer"] if workflow == "evaluate" else config["inferer"]
-        if inferer.get("_target_", "").endswith("MCDropoutInferer"):
-            assert inferer["tta"] == "@tta", bundle
+        assert config[key] is off or config[key] == off, bundle  # off by default, from the classification base
+        if key == "tta":
+            used = config["validate"]["inferer"] if workflow == "evaluate" else config["inferer"]
         else:
-            assert "$medfuse.workflows.refuse_tta(@tta, @bundle_name)" in config["initialize"], bundle
-    refuse_tta(0, "b")
+            used = config["train"]["preprocessing"]
+        if isinstance(used, dict) and used.get(key) == f"@{key}":
+            assert refusal not in config["initialize"], bundle
+        else:
+            assert refusal in config["initialize"], bundle
+
+
+def test_refuse_option_names_the_bundle_and_the_fix():
+    from medfuse.workflows import refuse_option
+
+    for off in (0, "0", None, False, "false"):
+        refuse_option(off, "tta", "b")
+    refuse_option(False, "shift_augment", "b")
     with pytest.raises(ValueError, match="b has no test-time augmentation .*--tta 0"):
-        refuse_tta(2, "b")
+        refuse_option(2, "tta", "b")
+    with pytest.raises(ValueError, match="b has no acquisition-shift augmentation .*--shift_augment false"):
+        refuse_option("true", "shift_augment", "b")
