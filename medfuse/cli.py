@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "evaluate": "evaluate",
     "ood-fit": "ood_fit",
+    "cv": "cv",
     "export": "export",
     "zoo": "zoo",
 }

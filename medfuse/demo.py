@@ -145,6 +145,9 @@ DEMO_MODEL: dict[str, Any] = {
     "learning_rate": 3e-4,
     "num_workers": 0,
     "progress": False,
+    # the demo's few validation cases could never back a threshold under the default of 50 (see
+    # medfuse.evaluation.thresholds); 5 shows the threshold path, and is not a setting for real data
+    "threshold_min_cases": 5,
 }
 #: ``--tiny``: a seconds-long smoke configuration (tests, quick checks of an install).
 TINY_MODEL: dict[str, Any] = dict(

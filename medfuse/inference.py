@@ -551,7 +551,9 @@ def write_results(path: str | os.PathLike, results: Sequence[Mapping[str, Any]],
     pred = [classes.index(r["pred"]) if r["pred"] is not None else -1 for r in results]
     has_mi = any(r["mutual_info"] is not None for r in results)
     extra: dict[str, list] = {
-        "threshold": ["" if r["threshold"] is None else f"{r['threshold']:.6g}" for r in results],
+        # the bundle writers' rule (decision_columns): 0.5 for a two-class arg-max, empty for more classes
+        "threshold": [f"{r['threshold']:.6g}" if r["threshold"] is not None else ("0.5" if len(classes) == 2 else "")
+                      for r in results],
         "temperature": [f"{r['temperature']:.6g}" for r in results],
         "input_check": [r["input_check"] for r in results],
     }

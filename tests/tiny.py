@@ -2,7 +2,8 @@
 # Licensed under the Apache License, Version 2.0
 """The one set of tiny training settings of the bundle tests and the "every bundle exports" tests.
 
-* :data:`RUN_SIZE`: the run-size keys every bundle understands (64 px, one epoch, batch 4, no workers, one thread);
+* :data:`RUN_SIZE`: the run-size keys every bundle understands (64 px, one epoch, batch 4, no workers, one thread,
+  ``threshold_min_cases`` 1);
 * :data:`PER_BUNDLE`: the network keys that shrink one bundle (a new bundle adds an entry when its default network
   is too big for a CPU test). The special key ``demo_manifest`` names the demo manifest to train on (default: the
   bundle's own ``manifest`` default, found in the demo data folder through ``dataset_dir``);
@@ -25,6 +26,8 @@ RUN_SIZE: dict[str, Any] = {
     "num_workers": 0,
     "num_threads": 1,
     "progress": False,
+    # a handful of validation cases: let a threshold be fitted so the threshold path stays tested
+    "threshold_min_cases": 1,
 }
 GENERIC: dict[str, Any] = {**RUN_SIZE, "cache_rate": 0.0}
 

@@ -14,7 +14,8 @@ here therefore split *groups*, never single items:
    split furthest below its target item count (fraction x items of the strata so far, so the
    rounding of one stratum is made up in the next). Every group is assigned exactly once, so
    split counts always add up to the number of items.
-3. :func:`split_items` and :func:`carve_validation` wrap both steps for lists of items.
+3. :func:`split_items` and :func:`carve_validation` wrap both steps for lists of items;
+   :func:`kfold_assignment` gives every item a cross-validation fold by the same two steps.
 
 Everything is deterministic for a given seed and input order. Items without ``patient_id``
 and ``sha256`` are their own group.
@@ -40,6 +41,7 @@ __all__ = [
     "split_items",
     "carve_validation",
     "find_leakage",
+    "kfold_assignment",
 ]
 
 #: Split names in the order that fractions refer to (the manifest's datalist keys).
@@ -365,3 +367,38 @@ def duplicate_content(
         else:
             warnings.append(f"identical image content {len(places)} times in '{names[0]}': {listed}")
     return errors, warnings, unchecked
+
+
+def kfold_assignment(
+    items: Sequence[Mapping[str, Any]],
+    folds: int,
+    seed: int = 0,
+    stratify: bool = True,
+    label_key: str = "label",
+    group_keys: Sequence[str] = ("patient_id", "sha256"),
+) -> list[int]:
+    """The cross-validation fold (0 .. ``folds`` - 1) of every item: patient-level, stratified by label.
+
+    The same rule as the manifest splits (:func:`group_indices`, then :func:`assign_groups` with ``folds``
+    equal fractions), so one patient, or one file, never sits in two folds. scikit-learn's
+    ``StratifiedGroupKFold`` is not used: it takes one group id per item, while items here are joined by
+    patient id *or* file hash (chains included), and its fold sizes follow a different balancing rule than the
+    splits of ``medfuse.data`` that users already know.
+
+    Raises:
+        DataError: when ``folds`` < 2, or when there are fewer groups (patients) than folds.
+    """
+    k = int(folds)
+    if k < 2:
+        raise DataError(f"--folds must be at least 2, got {folds}")
+    groups = group_indices(items, group_keys)
+    if len(groups) < k:
+        raise DataError(f"{k} folds need at least {k} patients (groups of items), but the training split has "
+                        f"{len(groups)}; use fewer folds")
+    labels = [item.get(label_key) for item in items]
+    assignment = assign_groups(groups, labels, [1.0 / k] * k, seed=seed, stratify=stratify)
+    fold = [0] * len(items)
+    for g, members in enumerate(groups):
+        for i in members:
+            fold[i] = assignment[g]
+    return fold

@@ -252,6 +252,7 @@ def fit_calibration(
     target_sensitivity: float = 0.9,
     positive_class: str | int | None = None,
     fitted_on: Mapping[str, Any] | None = None,
+    min_cases: int = 0,
 ) -> dict:
     """Fit the temperature and the operating threshold(s) on validation predictions.
 
@@ -264,6 +265,9 @@ def fit_calibration(
         positive_class: the positive class of a binary task (name or index); index 1 when ``None``.
         fitted_on: what the predictions are (``source``, ``split``, ``mc_samples``, ``checkpoint``);
             ``n`` and ``n_per_class`` are added.
+        min_cases: positives and negatives a two-class threshold needs at least (config key
+            ``threshold_min_cases``); with fewer it is refused (``decision`` stays ``argmax``, ``threshold_refused``
+            says why, see :mod:`medfuse.evaluation.thresholds`). 0: no minimum.
 
     Returns:
         the ``calibration.json`` dictionary (see the module docstring).
@@ -308,6 +312,15 @@ def fit_calibration(
     elif len(classes) == 2:
         pos = 1 if positive_class is None else (classes.index(str(positive_class)) if str(positive_class) in classes else int(positive_class))
         thr = per_class[classes[pos]]
+        from medfuse.evaluation.thresholds import refusal_message, threshold_support
+
+        refused = refusal_message(*threshold_support(y == pos), int(min_cases), classes[pos]) if thr is not None else None
+        if refused:
+            logger.warning("calibration: %s", refused)
+            print(f"calibration: {refused}")
+            cal["threshold_refused"] = refused
+            thr = None
+        cal["threshold_min_cases"] = int(min_cases)
         cal.update(decision="threshold" if thr is not None else "argmax", positive_class=classes[pos], threshold=thr)
         if thr is not None:
             op = binary_operating_point(y == pos, pt[:, pos] >= thr)
@@ -472,6 +485,8 @@ def fit_run_calibration(
     image_key: str = "image",
     label_key: str = "label",
     extra_keys: Sequence[str] = (),
+    threshold_min_cases: int = 0,
+    mc_seed: int | None = None,
 ) -> dict | None:
     """Fit ``<run_dir>/calibration.json`` on the validation split with the best checkpoint.
 
@@ -480,7 +495,9 @@ def fit_run_calibration(
     inference do, so the temperature is fitted on the same kind of probabilities it is applied
     to), writes those uncalibrated predictions to ``<run_dir>/validation_predictions.csv`` and
     the fitted calibration to ``<run_dir>/calibration.json``. Under ``torch.distributed`` only
-    rank 0 works.
+    rank 0 works. ``threshold_min_cases``: see :func:`fit_calibration` (``min_cases``). ``mc_seed``: seeds
+    the Monte-Carlo passes per item as evaluation does (the bundle's ``seed``), so re-evaluating the validation
+    split reproduces the probabilities the calibration was fitted on.
 
     Returns:
         the calibration dictionary, or ``None`` on other ranks / without a checkpoint.
@@ -511,7 +528,7 @@ def fit_run_calibration(
         for batch in dataloader:
             x = batch[image_key].to(device)
             if int(mc_samples) > 0:
-                p = mc_dropout_outputs(net, x, int(mc_samples))["pred"].float().softmax(1)
+                p = mc_dropout_outputs(net, x, int(mc_samples), seed=mc_seed)["pred"].float().softmax(1)
             else:
                 p = net(x).float().softmax(1)
             probs.append(p.cpu().numpy())
@@ -540,7 +557,8 @@ def fit_run_calibration(
     cal = fit_calibration(
         labels_arr, probs_arr, classes, target_sensitivity=float(target_sensitivity), positive_class=positive_class,
         fitted_on={"source": str(run_dir / "validation_predictions.csv"), "split": "validation",
-                   "mc_samples": int(mc_samples), "checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt)},
+                   "mc_samples": int(mc_samples), "mc_seed": mc_seed, "checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt)},
+        min_cases=int(threshold_min_cases),
     )
     save_calibration(run_dir / CALIBRATION_NAME, cal)
     logger.info("calibration: T=%.3f, threshold=%s (target sensitivity %.2f) on %d validation cases -> %s",

@@ -333,11 +333,11 @@ def _gallery(m: Mapping) -> str:
     return f'<div class="gallery">{items}</div>{note}'
 
 
-_CONFIG_KEYS = ("bundle_name", "manifest", "eval_split", "mc_samples", "seed", "image_size", "in_channels", "backbones",
+_CONFIG_KEYS = ("bundle_name", "manifest", "eval_split", "mc_samples", "tta", "seed", "image_size", "in_channels", "backbones",
                 "taps", "hidden_size", "num_heads", "fusion", "dropout_prob", "epochs", "batch_size", "learning_rate",
                 "weight_decay", "lr_schedule", "class_balance", "early_stop_patience", "target_sensitivity")
 #: settings that belong to the training run: taken from its executed config when it is known
-_TRAINING_KEYS = frozenset(_CONFIG_KEYS[5:])
+_TRAINING_KEYS = frozenset(_CONFIG_KEYS[_CONFIG_KEYS.index("image_size"):])
 
 
 def _is_expression(v: Any) -> bool:

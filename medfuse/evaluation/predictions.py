@@ -11,7 +11,7 @@ Columns, in this order (:data:`SCHEMA` holds the named ones; a column is written
 * ``pred``: the predicted class name, from the calibrated probabilities (arg-max, or the validated
   threshold on the positive class when ``threshold`` is set);
 * ``threshold``: the decision threshold on the positive class's probability used for ``pred``
-  (empty: arg-max);
+  (0.5 for a two-class arg-max, the same decision; empty for an arg-max over more classes);
 * ``temperature``: the temperature the probabilities were divided by (1: uncalibrated);
 * ``entropy``: predictive entropy of the probabilities, in nats;
 * ``mutual_info``: mutual information between prediction and weights (epistemic part of the
@@ -38,7 +38,7 @@ import numpy as np
 from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_text
 
-__all__ = ["OK_CHECK", "PROB_PREFIX", "SCHEMA", "RESERVED", "prediction_columns", "write_predictions", "read_predictions", "entropy_of"]
+__all__ = ["OK_CHECK", "decision_columns", "PROB_PREFIX", "SCHEMA", "RESERVED", "prediction_columns", "write_predictions", "read_predictions", "entropy_of"]
 
 PROB_PREFIX = "prob_"
 #: ``input_check`` value of an input that was scored
@@ -78,6 +78,20 @@ def prediction_columns(classes: Sequence[str], has_label: bool, has_mutual_info:
     named = [c for c in SCHEMA if c in present]
     cols = named[:2 if has_label else 1] + [f"{PROB_PREFIX}{c}" for c in classes] + named[2 if has_label else 1:]
     return cols + [e for e in extra if e not in cols]
+
+
+def decision_columns(calibration: Mapping[str, Any] | None, num_classes: int, n: int) -> dict:
+    """The ``threshold`` and ``temperature`` columns of ``n`` rows decided with ``calibration`` (None: T = 1, arg-max).
+
+    ``threshold`` is the validated threshold on the positive class when the decision uses one; 0.5 for two classes
+    decided by the arg-max (the same decision, a refused threshold included); empty otherwise.
+    """
+    cal = calibration or {}
+    if cal.get("decision") == "threshold" and cal.get("threshold") is not None:
+        thr: Any = f"{float(cal['threshold']):.6g}"
+    else:
+        thr = "0.5" if num_classes == 2 else ""
+    return {"threshold": [thr] * n, "temperature": [f"{float(cal.get('temperature') or 1.0):.6g}"] * n}
 
 
 def _num(v: float) -> str:

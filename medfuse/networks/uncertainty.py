@@ -30,6 +30,8 @@ import torch.nn as nn
 
 __all__ = [
     "DROPOUT_TYPES",
+    "ENSEMBLE_KEYS",
+    "item_seeds",
     "MCDropoutResult",
     "enable_mc_dropout",
     "expected_entropy",
@@ -114,6 +116,8 @@ def mc_dropout_predict(
     multi_label: bool = False,
     return_samples: bool = False,
     forward_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    seed: Optional[int] = None,
+    item_keys: Optional[torch.Tensor] = None,
 ) -> MCDropoutResult:
     """Monte-Carlo dropout prediction of a classifier returning logits ``(B, K)``.
 
@@ -126,6 +130,11 @@ def mc_dropout_predict(
         return_samples: also return the ``(T, B, K)`` probabilities of every pass. Defaults to False.
         forward_fn: computes logits from ``x``; defaults to ``model``. A network whose dropout sits only in
             its head can pass its head and precomputed features (see ``DualCrossAttentionNet``).
+        seed: make the passes reproducible per item: each item's dropout masks come from a generator seeded with
+            ``seed`` and the item (:func:`item_seeds`), so an item gets the same samples whatever batch it is in
+            and however often it is evaluated. The items then run one at a time. ``None``: the global generator.
+        item_keys: the tensor each item's seed is taken from (default ``x``); a network that samples only its
+            head passes its input image here and its features as ``x``.
 
     Returns:
         :class:`MCDropoutResult`.
@@ -142,12 +151,19 @@ def mc_dropout_predict(
             f"(mutual information 0).",
             stacklevel=2,
         )
-    probs_t = []
+    def activate(logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float()) if multi_label else torch.softmax(logits.float(), dim=-1)
+
     with torch.no_grad(), enable_mc_dropout(model):
-        for _ in range(samples):
-            logits = fn(x).float()
-            probs_t.append(torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1))
-    sample_probs = torch.stack(probs_t, dim=0)
+        if seed is None:
+            sample_probs = torch.stack([activate(fn(x)) for _ in range(samples)], dim=0)
+        else:
+            per_item = []
+            for i, s in enumerate(item_seeds(x if item_keys is None else item_keys, int(seed))):
+                with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                    torch.manual_seed(s)
+                    per_item.append(torch.stack([activate(fn(x[i:i + 1]))[0] for _ in range(samples)], dim=0))
+            sample_probs = torch.stack(per_item, dim=1)
     mean = sample_probs.mean(dim=0)
     entropy = predictive_entropy(mean, multi_label)
     aleatoric = expected_entropy(sample_probs, multi_label)
@@ -160,11 +176,25 @@ def mc_dropout_predict(
     )
 
 
+def item_seeds(x: torch.Tensor, seed: int) -> list[int]:
+    """One seed per item of the batch ``x``: CRC-32 of the item's values (rounded to 1e-4, so the last bits of a
+    float do not change it) combined with ``seed``. The same item and seed give the same seed in any batch."""
+    import zlib
+
+    keys = torch.round(x.detach().float().reshape(x.shape[0], -1) * 1e4).to(torch.int64).cpu().numpy()
+    return [(zlib.crc32(row.tobytes()) ^ (int(seed) * 2654435761)) % (2 ** 31 - 1) for row in keys]
+
+
 def _field(result: Any, name: str) -> torch.Tensor:
     return result[name] if isinstance(result, Mapping) else getattr(result, name)
 
 
-def mc_dropout_outputs(network: nn.Module, inputs: torch.Tensor, samples: int, eps: float = 1e-12) -> dict:
+#: extra per-item outputs of an ensemble's ``predict_with_uncertainty`` passed on by :func:`mc_dropout_outputs`
+ENSEMBLE_KEYS = ("mutual_info_members", "member_disagreement")
+
+
+def mc_dropout_outputs(network: nn.Module, inputs: torch.Tensor, samples: int, eps: float = 1e-12,
+                       seed: Optional[int] = None) -> dict:
     """Mean probability, predictive entropy and mutual information over ``samples`` dropout passes.
 
     Uses the network's own ``predict_with_uncertainty(x, samples=T)`` when it has one (the
@@ -172,22 +202,34 @@ def mc_dropout_outputs(network: nn.Module, inputs: torch.Tensor, samples: int, e
     :func:`mc_dropout_predict` (only dropout layers train; batch norm keeps its running
     statistics). Entropy and mutual information are in nats.
 
+    ``seed`` makes the passes reproducible per item (see :func:`mc_dropout_predict`); it is given to a
+    network's own ``predict_with_uncertainty`` when that accepts ``seed``. An ensemble
+    (:class:`medfuse.networks.nets.EnsembleNet`, ``reports_members``) also accepts ``samples=0`` (no dropout
+    sampling) and adds :data:`ENSEMBLE_KEYS`.
+
     Returns:
-        ``{"pred": log(mean p) (B, C), "entropy": (B,), "mutual_info": (B,)}``
+        ``{"pred": log(mean p) (B, C), "entropy": (B,), "mutual_info": (B,)}`` (plus :data:`ENSEMBLE_KEYS`)
 
     Raises:
-        ValueError: when ``samples < 1``.
+        ValueError: when ``samples < 1`` (``< 0`` for an ensemble).
     """
-    if isinstance(samples, bool) or int(samples) < 1:
+    import inspect
+
+    ensemble = bool(getattr(network, "reports_members", False))
+    if isinstance(samples, bool) or int(samples) < (0 if ensemble else 1):
         raise ValueError(f"samples must be >= 1 for Monte-Carlo dropout, got {samples}")
     predict = getattr(network, "predict_with_uncertainty", None)
     if callable(predict):
-        result = predict(inputs, samples=int(samples))
+        kwargs = {"seed": seed} if seed is not None and "seed" in inspect.signature(predict).parameters else {}
+        result = predict(inputs, samples=int(samples), **kwargs)
     else:
-        result = mc_dropout_predict(network, inputs, samples=int(samples))
+        result = mc_dropout_predict(network, inputs, samples=int(samples), seed=seed)
     probs = _field(result, "probs").float()
-    return {
+    out = {
         "pred": torch.log(probs.clamp_min(eps)),
         "entropy": _field(result, "entropy").float(),
         "mutual_info": _field(result, "mutual_info").float(),
     }
+    if isinstance(result, Mapping):
+        out.update({k: result[k].float() for k in ENSEMBLE_KEYS if k in result})
+    return out

@@ -47,8 +47,10 @@ from .io import (
 )
 from .presets import cxr_eval_transforms, cxr_train_transforms, oct_eval_transforms, oct_train_transforms
 from .spatial import FillMissingMaskd, ResizeWithPad, ResizeWithPadd, ResizeWithPadD, ResizeWithPadDict, fit_size
+from .tta import cxr_tta_transforms
 
 __all__ = [
+    "cxr_tta_transforms",
     "FillMissingMaskd",
     "read_dicom_dataset",
     "read_dicom_image",

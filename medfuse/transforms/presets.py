@@ -13,6 +13,25 @@ optional mean/std.
 Chest X-ray augmentation never flips left-right unless ``flip=True``: laterality carries
 meaning (heart on the patient's left, dextrocardia, side-specific findings). OCT B-scans
 may be flipped (left and right eyes mirror each other).
+
+Intensity augmentation of the training presets (image keys only, never the mask), each step with its
+own probability, on images in [0, 1] and clipped back to [0, 1] afterwards:
+
+========================  ================================  ===========================================
+step                      MONAI transform                   range (probability)
+========================  ================================  ===========================================
+gamma                     ``RandAdjustContrastd``           gamma 0.8-1.25 (``intensity_prob``, 0.3)
+contrast about the mean   ``RandScaleIntensityFixedMeand``  factor 1 +/- 0.2 (``intensity_prob``)
+brightness                ``RandShiftIntensityd``           offset +/- 0.1 (``intensity_prob``)
+Gaussian noise (CXR)      ``RandGaussianNoised``            std up to ``noise_std`` 0.02 (``noise_prob``, 0.2)
+speckle (OCT)             ``RandSpeckleNoised``             multiplicative, std 0.15 (``speckle_prob``, 0.3)
+========================  ================================  ===========================================
+
+``shift_augment=True`` adds the acquisition-shift steps (:data:`SHIFT_AUGMENT`: another scanner, detector,
+exposure or post-processing LUT), each with probability ``shift_prob`` (0.3), after those above: a wider
+gamma (0.5-2.0) and contrast (1 +/- 0.4), Gaussian blur (sigma 0.25-1.5 px, a softer detector or a resampled
+film) or sharpening (unsharp masking, alpha 2-8, vendor edge enhancement), and stronger Gaussian noise (std up
+to 0.05, lower dose). Off by default (the bundles' ``shift_augment`` key).
 """
 
 from __future__ import annotations
@@ -29,6 +48,8 @@ from monai.transforms import (
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSharpend,
+    RandGaussianSmoothd,
     RandRotated,
     RandScaleIntensityFixedMeand,
     RandShiftIntensityd,
@@ -41,7 +62,12 @@ from medfuse.transforms.intensity import ContrastEnhanced, IntensityNormalized, 
 from medfuse.transforms.io import LoadOCTd, LoadXrayd
 from medfuse.transforms.spatial import FillMissingMaskd, ResizeWithPadd
 
-__all__ = ["cxr_train_transforms", "cxr_eval_transforms", "oct_train_transforms", "oct_eval_transforms"]
+__all__ = ["SHIFT_AUGMENT", "cxr_train_transforms", "cxr_eval_transforms", "oct_train_transforms",
+           "oct_eval_transforms"]
+
+#: the transforms ``shift_augment=True`` adds to a training preset, in order (see the module docstring)
+SHIFT_AUGMENT = ("RandAdjustContrastd", "RandScaleIntensityFixedMeand", "RandGaussianSmoothd", "RandGaussianSharpend",
+                 "RandGaussianNoised")
 
 
 def _check(keys, image_size: int, in_channels: int, mask_key, frame=None) -> tuple[str, ...]:
@@ -141,6 +167,8 @@ def cxr_train_transforms(
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     optional_mask: bool = False,
+    shift_augment: bool = False,
+    shift_prob: float = 0.3,
 ) -> Compose:
     """Training pipeline for chest X-rays (DICOM, PNG/JPEG, NIfTI slices).
 
@@ -167,6 +195,9 @@ def cxr_train_transforms(
         mean, std: subtract/divide at the end (e.g. ImageNet statistics with ``in_channels=3``).
         optional_mask: items may lack ``mask_key`` (e.g. labelled images without a lung mask): they get an
             all-zero mask and ``has_mask`` = 0 (items with one get ``has_mask`` = 1).
+        shift_augment: add the acquisition-shift augmentations (:data:`SHIFT_AUGMENT`, module docstring).
+            Default False.
+        shift_prob: probability of each acquisition-shift step. Default 0.3.
 
     Returns:
         ``monai.transforms.Compose``; ``set_random_state(seed)`` makes it deterministic.
@@ -193,12 +224,39 @@ def cxr_train_transforms(
             xforms.append(RandFlipd(all_keys, prob=0.5, spatial_axis=1))
         xforms += _intensity_augment(keys, intensity_prob)
         xforms.append(RandGaussianNoised(keys, prob=noise_prob, std=noise_std))
-        return xforms
+        return xforms + _shift_augment(keys, shift_augment, shift_prob)
 
     return _build(
         LoadXrayd, {"apply_voi": apply_voi}, keys, image_size, in_channels, mask_key, percentiles, mask_threshold,
         enhanced_postfix, mean, std, augment, optional_mask,
     )
+
+
+def _shift_augment(keys, enabled, prob: float) -> list:
+    """The acquisition-shift steps (:data:`SHIFT_AUGMENT`) when ``enabled``, else none."""
+    if not _switch(enabled, "shift_augment"):
+        return []
+    if not 0.0 <= float(prob) <= 1.0:
+        raise ValueError(f"shift_prob must be a probability in [0, 1], got {prob!r}")
+    sigma = (0.25, 1.5)
+    return [
+        RandAdjustContrastd(keys, prob=prob, gamma=(0.5, 2.0)),  # exposure / LUT gamma
+        RandScaleIntensityFixedMeand(keys, prob=prob, factors=0.4),  # window width
+        RandGaussianSmoothd(keys, prob=prob, sigma_x=sigma, sigma_y=sigma),  # softer detector, resampling
+        RandGaussianSharpend(keys, prob=prob, alpha=(2.0, 8.0)),  # vendor edge enhancement
+        RandGaussianNoised(keys, prob=prob, std=0.05),  # lower dose
+    ]
+
+
+def _switch(value, name: str) -> bool:
+    # the bool switch of a config key; medfuse.workflows.flag is the same rule but transforms may not import workflows
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def _intensity_augment(keys, prob: float) -> list:
@@ -250,6 +308,8 @@ def oct_train_transforms(
     enhanced_postfix: str | None = None,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
+    shift_augment: bool = False,
+    shift_prob: float = 0.3,
 ) -> Compose:
     """Training pipeline for retinal OCT B-scans (JPEG/PNG, or one frame of an OCT DICOM volume).
 
@@ -262,6 +322,7 @@ def oct_train_transforms(
         rotate_degrees, rotate_prob: small random rotation. Defaults 10, 0.5.
         speckle_prob, speckle_std: multiplicative speckle-like noise. Defaults 0.3, 0.15.
         intensity_prob: probability of each of gamma, contrast and brightness changes. Default 0.3.
+        shift_augment, shift_prob: the acquisition-shift augmentations, as :func:`cxr_train_transforms`.
 
     Returns:
         ``monai.transforms.Compose``.
@@ -276,7 +337,7 @@ def oct_train_transforms(
             RandRotated(all_keys, range_x=np.deg2rad(rotate_degrees), prob=rotate_prob, mode=modes, padding_mode="zeros")
         )
         xforms.append(RandSpeckleNoised(keys, prob=speckle_prob, std=speckle_std))
-        return xforms + _intensity_augment(keys, intensity_prob)
+        return xforms + _intensity_augment(keys, intensity_prob) + _shift_augment(keys, shift_augment, shift_prob)
 
     return _build(
         LoadOCTd, {"frame": frame}, keys, image_size, in_channels, mask_key, percentiles, mask_threshold,

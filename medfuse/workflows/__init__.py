@@ -43,6 +43,7 @@ The names below are re-exported here (``medfuse.workflows.ClassificationMetric``
 from .bad_images import BadImageLog, SkipBadImages, collate_present, screen_images
 from .bundle import bundle_accepts, bundle_dir, compose_bundle, run_bundle
 from .input_guard import InputGuard
+from .ensemble import as_ensemble
 from .cam import CAMWriter
 from .data import (
     CLASS_BALANCE_MODES,
@@ -62,7 +63,7 @@ from .data import (
 from .checkpoints import CheckpointLoader, load_weights, read_checkpoint
 from .resume import RunState, finish_run, resume_source, update_run_info
 from .guard import FaultAt, FiniteCheckpointSaver, NonFiniteGuard, check_finite_state
-from .engine import amp_kwargs, flag, get_device, set_num_threads, setup_run, use_amp
+from .engine import amp_kwargs, flag, get_device, refuse_option, set_num_threads, setup_run, use_amp
 from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
 from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
 from .metrics import METRIC_NAMES, ClassificationMetric
@@ -114,6 +115,8 @@ __all__ = [
     "FiniteCheckpointSaver",
     "FaultAt",
     "check_finite_state",
+    "as_ensemble",
+    "refuse_option",
     "bundle_dir",
     "InputGuard",
     "fit_run_ood",

@@ -54,6 +54,34 @@ def flag(value, name: str = "value") -> bool:
     raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
+#: config keys of the classification base that not every bundle supports: (what it is, its "off" value, where it is)
+_OPTIONAL_FEATURES = {
+    "tta": ("test-time augmentation", "0", "only the classifiers' MCDropoutInferer has it (a segmentation or a box "
+            "would need each view mapped back)"),
+    "shift_augment": ("acquisition-shift augmentation", "false", "only the chest X-ray / OCT presets and the "
+                      "multi-output U-Net's transforms have it"),
+}
+
+
+def refuse_option(value, key: str, bundle_name: str) -> None:
+    """Stop a bundle that lacks an optional feature of the classification base config (``tta``, ``shift_augment``)
+    when ``value`` asks for it, rather than ignore it.
+
+    Raises:
+        ValueError: when ``value`` is not off (0 / false); the message names the bundle, the key and the fix.
+    """
+    what, off, where = _OPTIONAL_FEATURES[key]
+    if isinstance(value, bool) or value is None:
+        requested = bool(value)
+    elif isinstance(value, (int, float)):
+        requested = value != 0
+    else:
+        requested = str(value).strip().lower() not in _FALSE
+    if not requested:
+        return
+    raise ValueError(f"{bundle_name} has no {what} ({key}={value!r}): {where}; run with --{key} {off}")
+
+
 def use_amp(device: str | torch.device | None = None, enabled: bool = True) -> bool:
     """True when autocast should run: ``enabled`` (a :func:`flag`) and the device is a CUDA device."""
     return flag(enabled, "amp") and get_device(device).type == "cuda"

@@ -28,7 +28,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import LrScheduleHandler, from_engine
 
-from medfuse.evaluation.predictions import write_predictions
+from medfuse.evaluation.predictions import decision_columns, write_predictions
+from medfuse.networks.uncertainty import ENSEMBLE_KEYS
 from medfuse.utils.io import atomic_write_csv
 
 __all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "lr_schedule_handler", "scheduler_of", "LR_SCHEDULES"]
@@ -203,7 +204,7 @@ class PredictionWriter:
     post-processing first); ``label`` is written when present, ``entropy`` and
     ``mutual_info`` when the inferer produced them (Monte-Carlo dropout), otherwise the
     entropy of the probabilities is written. Every row carries ``temperature`` (1: no calibration) and
-    ``threshold`` (the validated threshold ``pred`` used; empty: arg-max), so the file says how ``pred``
+    ``threshold`` (the validated threshold ``pred`` used; 0.5 for a two-class arg-max, empty for more classes), so the file says how ``pred``
     follows the calibrated probabilities. Rows are gathered from all ranks under
     ``torch.distributed``; only rank 0 writes.
 
@@ -286,7 +287,7 @@ class PredictionWriter:
             if label is not None:
                 label = torch.as_tensor(label).reshape(-1)
                 row["label"] = int(label.argmax()) if label.numel() > 1 else int(label.item())
-            for key in ("entropy", "mutual_info", "ood_score"):
+            for key in ("entropy", "mutual_info", "ood_score", *ENSEMBLE_KEYS):
                 v = _item_value(out, batch, key)
                 if v is not None:
                     row[key] = float(_scalar(v))
@@ -330,13 +331,6 @@ class PredictionWriter:
         probs = np.stack([r["probs"] for r in rows]) if rows else np.zeros((0, len(self.classes)))
         pred = None
         entropy = [r.get("entropy", math.nan) for r in rows] if has_entropy else None
-        # every row says how pred was decided: the temperature applied and the threshold used (empty: arg-max)
-        temperature, threshold = 1.0, ""
-        if self.calibration is not None:
-            temperature = float(self.calibration["temperature"])
-            if self.calibration.get("decision") == "threshold" and self.calibration.get("threshold") is not None:
-                threshold = f"{float(self.calibration['threshold']):.6g}"
-        decision = {"threshold": [threshold] * len(rows), "temperature": [f"{temperature:.6g}"] * len(rows)}
         if self.calibration is not None:
             from medfuse.evaluation.calibration import apply_calibration
 
@@ -356,8 +350,10 @@ class PredictionWriter:
             labels=[r.get("label", -1) for r in rows] if has_label else None,
             entropy=entropy,
             mutual_info=[r.get("mutual_info", math.nan) for r in rows] if has_mi else None,
-            extra={**decision, **{k: [_cell(r.get(k, "")) for r in rows] for k in (*INPUT_CHECK_COLUMNS, *self.extra_keys)
-                                  if any(k in r for r in rows)}},
+            extra={**{k: [f"{r[k]:.6g}" if k in r else "" for r in rows] for k in ENSEMBLE_KEYS if any(k in r for r in rows)},
+                   **decision_columns(self.calibration, len(self.classes), len(rows)),
+                   **{k: [_cell(r.get(k, "")) for r in rows] for k in (*INPUT_CHECK_COLUMNS, *self.extra_keys)
+                      if any(k in r for r in rows)}},
             pred=pred,
         )
         logger.info("wrote %d predictions to %s", len(rows), self.path)

@@ -18,6 +18,13 @@ Given an out-of-distribution model (``ood``: an ``ood.json``, see :mod:`medfuse.
 inferer also returns ``ood_score`` (B,) and ``ood`` (B,) for every batch, from the network's pooled features in
 eval mode (:func:`medfuse.networks.features.pooled_features`; one extra deterministic pass), and the output is
 always a dictionary (``pred`` holds the logits when ``samples=0``).
+
+With ``tta=N > 0`` (test-time augmentation, :func:`medfuse.transforms.cxr_tta_transforms`: small shifts, scales
+and intensity changes, never a flip) the image and N augmented views of it each go through the passes above,
+and their probabilities are averaged: the views are inputs, not models, so ``entropy`` is the total entropy of
+the averaged probability while ``mutual_info`` (and an ensemble's member columns) is the mean over the views of
+each view's own value, and TTA never passes itself off as epistemic uncertainty. Without MC dropout or an
+ensemble the result stays a tensor, ``log(mean softmax)`` over the views.
 """
 
 from __future__ import annotations
@@ -27,12 +34,15 @@ from typing import Any, Hashable, Mapping
 import torch
 from monai.config import KeysCollection
 from monai.inferers import Inferer
-from monai.transforms import MapTransform
+from monai.transforms import Compose, MapTransform
+from monai.utils import convert_to_tensor
 
+from medfuse.networks.uncertainty import ENSEMBLE_KEYS, item_seeds, predictive_entropy
 from medfuse.networks.uncertainty import mc_dropout_outputs  # re-exported: medfuse.workflows.mc_dropout_outputs
+from medfuse.transforms.tta import cxr_tta_transforms
 from medfuse.utils.distributed import unwrap_module
 
-__all__ = ["mc_dropout_outputs", "MCDropoutInferer", "UnpackPredictiond"]
+__all__ = ["mc_dropout_outputs", "MCDropoutInferer", "UnpackPredictiond", "tta_views"]
 
 
 class MCDropoutInferer(Inferer):
@@ -42,35 +52,57 @@ class MCDropoutInferer(Inferer):
     any other network with dropout layers works too (:func:`medfuse.networks.uncertainty.mc_dropout_outputs`).
     A ``DataParallel`` / ``DistributedDataParallel`` wrapper is looked through (:func:`medfuse.utils.unwrap_module`).
 
+    An ensemble (:class:`medfuse.networks.nets.EnsembleNet`) always returns the dictionary, with its
+    ``mutual_info_members`` and ``member_disagreement`` (without dropout sampling when ``samples=0``).
+
     Args:
         samples: number of stochastic passes; 0 disables Monte-Carlo dropout.
+        seed: make the passes reproducible per item (the same item gets the same dropout masks in any batch and on
+            every run; :func:`medfuse.networks.uncertainty.mc_dropout_predict`); None: the global generator.
+        tta: number of test-time augmented views averaged with the image itself (:func:`tta_views`); 0 (default)
+            is off and changes nothing. Each view costs one more pass of everything above.
         ood: an OOD model (path of an ``ood.json`` or its dictionary); ``None`` / ``""``: no OOD score.
+
+    Raises:
+        ValueError: when ``samples`` or ``tta`` is negative.
     """
 
-    def __init__(self, samples: int = 0, ood: Any = None) -> None:
+    def __init__(self, samples: int = 0, seed: int | None = None, tta: int = 0, ood: Any = None) -> None:
         super().__init__()
         if int(samples) < 0:
             raise ValueError(f"samples must be >= 0, got {samples}")
+        if isinstance(tta, bool) or int(tta) < 0:
+            raise ValueError(f"tta must be the number of test-time augmented views (0 = off), got {tta!r}")
         self.samples = int(samples)
+        self.seed = None if seed is None else int(seed)
+        self.tta = int(tta)
         from medfuse.evaluation.ood import load_ood
 
         self.ood = load_ood(ood)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any):
-        if self.samples == 0:
-            out = network(inputs, *args, **kwargs)
-            if self.ood is None:
-                return out
-            out = {"pred": out}
+        net = unwrap_module(network)
+        uncertain = self.samples > 0 or getattr(net, "reports_members", False)
+        if self.tta == 0:
+            out = mc_dropout_outputs(net, inputs, self.samples, seed=self.seed) if uncertain else network(inputs, *args, **kwargs)
         else:
-            out = mc_dropout_outputs(unwrap_module(network), inputs, self.samples)
-        if self.ood is not None:
-            from medfuse.evaluation.ood import ood_flags, ood_scores
-            from medfuse.networks.features import pooled_features
+            views = tta_views(inputs, self.tta, seed=self.seed)
+            if uncertain:
+                out = _average_views([mc_dropout_outputs(net, v, self.samples, seed=self.seed) for v in views])
+            else:
+                probs = torch.stack([torch.softmax(network(v, *args, **kwargs).float(), dim=1) for v in views])
+                out = torch.log(probs.mean(dim=0).clamp_min(1e-12))
+        if self.ood is None:
+            return out
+        if not isinstance(out, dict):
+            out = {"pred": out}
+        from medfuse.evaluation.ood import ood_flags, ood_scores
+        from medfuse.networks.features import pooled_features
 
-            scores = ood_scores(pooled_features(unwrap_module(network), inputs).cpu().numpy(), self.ood)
-            out["ood_score"] = torch.as_tensor(scores, dtype=torch.float32)
-            out["ood"] = torch.as_tensor(ood_flags(scores, self.ood))
+        # scored on the image itself (not its TTA views): the threshold was fitted on plain validation images
+        scores = ood_scores(pooled_features(net, inputs).cpu().numpy(), self.ood)
+        out["ood_score"] = torch.as_tensor(scores, dtype=torch.float32)
+        out["ood"] = torch.as_tensor(ood_flags(scores, self.ood))
         return out
 
 

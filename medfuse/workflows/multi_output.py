@@ -177,6 +177,7 @@ def multi_output_transforms(
     intensity_prob: float = 0.3,
     noise_prob: float = 0.2,
     noise_std: float = 0.02,
+    shift_augment: bool = False,
 ) -> Compose:
     """Chest X-ray + optional lung mask pipeline (training when ``train``, deterministic otherwise): the CXR
     presets of :mod:`medfuse.transforms.presets` with ``optional_mask=True`` and no flips.
@@ -186,7 +187,7 @@ def multi_output_transforms(
     placeholder mask where there is none (:class:`FillMissingMaskd`) -> letterbox both to ``image_size`` (mask
     nearest) -> training only: one random affine moving image and mask together (no left-right flip: laterality
     matters), gamma / contrast / brightness, Gaussian noise, clip to [0, 1] -> grey repeated when
-    ``in_channels=3``.
+    ``in_channels=3``. ``shift_augment`` adds the acquisition-shift augmentations of the presets (training only).
 
     Output per item: ``image`` float32 ``(in_channels, S, S)``, ``mask`` float32 ``(1, S, S)`` in {0, 1},
     ``has_mask`` 0/1, the other keys untouched.
@@ -203,7 +204,8 @@ def multi_output_transforms(
         return cxr_eval_transforms(**common)
     return cxr_train_transforms(**common, flip=False, rotate_degrees=rotate_degrees, scale_range=scale_range,
                                 translate_fraction=translate_fraction, affine_prob=affine_prob,
-                                intensity_prob=intensity_prob, noise_prob=noise_prob, noise_std=noise_std)
+                                intensity_prob=intensity_prob, noise_prob=noise_prob, noise_std=noise_std,
+                                shift_augment=shift_augment)
 
 
 # ----------------------------------------------------------------------------------------------------------

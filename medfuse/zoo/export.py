@@ -352,6 +352,11 @@ class _Export:
         # a truncated, corrupt or non-finite checkpoint is named here, not later as a TorchScript failure
         load_weights(self.weights_path, fix="re-export or re-train the model, then pass its model.pt as --weights")
         shutil.copy2(self.weights_path, stage / "models" / "model.pt")
+        from medfuse.workflows.ensemble import ENSEMBLE_FILE, ensemble_configs
+
+        if (self.weights_path.parent / ENSEMBLE_FILE).is_file():  # every member's weights are in model.pt
+            shutil.copy2(self.weights_path.parent / ENSEMBLE_FILE, stage / "models" / ENSEMBLE_FILE)
+            ensemble_configs(stage / "configs", self.weights_path.parent)
         calibration = self.weights_path.parent / "calibration.json"
         if calibration.is_file():
             shutil.copy2(calibration, stage / "models" / "calibration.json")

@@ -196,3 +196,63 @@ def test_oct_train_flips_sometimes(tmp_path):
 def test_bad_arguments(factory, kwargs):
     with pytest.raises(ValueError):
         factory(**kwargs)
+
+
+def _names(compose) -> list[str]:
+    return [type(t).__name__ for t in compose.transforms]
+
+
+@pytest.mark.parametrize("factory", [cxr_train_transforms, oct_train_transforms])
+def test_intensity_augmentations_documented_today(factory):
+    """The gamma / contrast / brightness steps the presets use without shift_augment (module docstring table)."""
+    names = _names(factory(image_size=32))
+    steps = {"RandAdjustContrastd", "RandScaleIntensityFixedMeand", "RandShiftIntensityd"}
+    assert steps <= set(names)
+    assert not {"RandGaussianSmoothd", "RandGaussianSharpend"} & set(names)
+    gamma = next(t for t in factory(image_size=32).transforms if type(t).__name__ == "RandAdjustContrastd")
+    assert tuple(gamma.adjuster.gamma) == (0.8, 1.25)
+    # the mask is never intensity-augmented
+    masked = cxr_train_transforms(image_size=32, mask_key="mask")
+    for t in masked.transforms:
+        if type(t).__name__ in steps | {"RandGaussianNoised"}:
+            assert tuple(t.keys) == ("image",)
+
+
+@pytest.mark.parametrize("factory", [cxr_train_transforms, oct_train_transforms])
+def test_shift_augment_adds_the_acquisition_shift_steps(factory):
+    from medfuse.transforms.presets import SHIFT_AUGMENT
+
+    plain, shifted = _names(factory(image_size=32)), _names(factory(image_size=32, shift_augment=True))
+    clip = plain.index("ScaleIntensityRanged")
+    # right after the standard augmentation, before the clip to [0, 1]; nothing else changes
+    assert tuple(shifted[clip:clip + len(SHIFT_AUGMENT)]) == SHIFT_AUGMENT
+    assert shifted[:clip] + shifted[clip + len(SHIFT_AUGMENT):] == plain
+    assert _names(factory(image_size=32, shift_augment="false")) == plain  # config string switch
+    with pytest.raises(ValueError, match="shift_augment must be true or false"):
+        factory(image_size=32, shift_augment="maybe")
+    with pytest.raises(ValueError, match="shift_prob"):
+        factory(image_size=32, shift_augment=True, shift_prob=1.5)
+
+
+def test_multi_output_transforms_pass_shift_augment_on():
+    from medfuse.workflows.multi_output import multi_output_transforms
+
+    assert "RandGaussianSharpend" in _names(multi_output_transforms(image_size=32, train=True, shift_augment=True))
+    assert "RandGaussianSharpend" not in _names(multi_output_transforms(image_size=32, train=True))
+
+
+def test_shift_augment_outputs_finite_in_range_and_seeded(masked_item):
+    xform = cxr_train_transforms(image_size=32, mask_key="mask", shift_augment=True, shift_prob=1.0)
+    plain = cxr_train_transforms(image_size=32, mask_key="mask", affine_prob=0.0, intensity_prob=0.0, noise_prob=0.0)
+    reference = plain(dict(masked_item))["image"]
+    outs = []
+    for seed in range(6):
+        out = xform.set_random_state(seed)(dict(masked_item))
+        img = out["image"]
+        assert img.shape == (1, 32, 32) and img.dtype == torch.float32
+        assert torch.isfinite(img).all() and float(img.min()) >= 0.0 and float(img.max()) <= 1.0
+        assert set(torch.unique(out["mask"]).tolist()) <= {0.0, 1.0}
+        outs.append(img)
+    assert all(not torch.allclose(o, reference, atol=1e-3) for o in outs)  # every step on: always changed
+    again = xform.set_random_state(3)(dict(masked_item))["image"]
+    torch.testing.assert_close(again, outs[3])

@@ -4,6 +4,7 @@
 
 from .difm_unet import DIFMUnet, DIFMUNet
 from .dual_cross_attention import DCAT, DCATNet, DualCrossAttentionNet
+from .ensemble import EnsembleNet
 from .dualattnet import DualAttentionNet, DualAttNet, DualAttNetDetector
 from .multi_output_unet import MultiOutputUnet, MultiOutputUNet
 from .global_spatial_attention_net import GSANet, GlobalSpatialAttentionNet
@@ -17,6 +18,7 @@ __all__ = [
     "DualAttNetDetector",
     "DualAttentionNet",
     "DualCrossAttentionNet",
+    "EnsembleNet",
     "GSANet",
     "GlobalSpatialAttentionNet",
     "MultiOutputUNet",

@@ -421,6 +421,7 @@ class DualCrossAttentionNet(nn.Module):
         samples: Optional[int] = None,
         return_samples: bool = False,
         multi_label: Optional[bool] = None,
+        seed: Optional[int] = None,
     ) -> MCDropoutResult:
         """Monte-Carlo dropout prediction (see :func:`medfuse.networks.uncertainty.mc_dropout_predict`).
 
@@ -434,6 +435,7 @@ class DualCrossAttentionNet(nn.Module):
             samples: number of passes; defaults to ``mc_samples`` (20).
             return_samples: also return every pass's probabilities, ``(T, B, K)``.
             multi_label: sigmoid per label; defaults to the constructor's ``multi_label``.
+            seed: per-item reproducible passes (seeded from the input image and ``seed``); None: global generator.
 
         Returns:
             :class:`~medfuse.networks.uncertainty.MCDropoutResult` (``probs``, ``entropy``, ``mutual_info``,
@@ -449,9 +451,10 @@ class DualCrossAttentionNet(nn.Module):
             with torch.no_grad(), enable_mc_dropout(self):
                 features = self.forward_features(x)
             return mc_dropout_predict(
-                self, features, samples, multi_label=multi, return_samples=return_samples, forward_fn=self.forward_head
+                self, features, samples, multi_label=multi, return_samples=return_samples, forward_fn=self.forward_head,
+                seed=seed, item_keys=x,
             )
-        return mc_dropout_predict(self, x, samples, multi_label=multi, return_samples=return_samples)
+        return mc_dropout_predict(self, x, samples, multi_label=multi, return_samples=return_samples, seed=seed)
 
 
 DCATNet = DCAT = DualCrossAttentionNet
