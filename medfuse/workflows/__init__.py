@@ -21,7 +21,8 @@ Task-neutral modules:
 
 * :mod:`~medfuse.workflows.runs`: run folders, the executed config and run record;
 * :mod:`~medfuse.workflows.data`: items from manifests or folders, classes, class balance;
-* :mod:`~medfuse.workflows.engine`: device, bf16 AMP on CUDA, threads, determinism;
+* :mod:`~medfuse.workflows.engine`: device, bf16 AMP on CUDA, threads, determinism, the speed keys
+  (:func:`speed_setup`), training datasets and loaders by cache / loader kind;
 * :mod:`~medfuse.workflows.metrics`: validation metrics (AUC, AUPR, accuracy) as ignite metrics;
 * :mod:`~medfuse.workflows.inferers`: plain or Monte-Carlo dropout inference;
 * :mod:`~medfuse.workflows.handlers`: per-epoch log, predictions writer, progress bar, LR schedule;
@@ -51,7 +52,20 @@ from .data import (
     split_items,
     train_sampler,
 )
-from .engine import amp_kwargs, flag, get_device, set_num_threads, setup_run, use_amp
+from .engine import (
+    amp_kwargs,
+    default_threads,
+    default_workers,
+    flag,
+    get_device,
+    make_dataloader,
+    make_dataset,
+    scaled_learning_rate,
+    set_num_threads,
+    setup_run,
+    speed_setup,
+    use_amp,
+)
 from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
 from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
 from .metrics import METRIC_NAMES, ClassificationMetric
@@ -81,6 +95,7 @@ from .runs import (
     new_run_dir,
     read_run_info,
     run_setting,
+    update_run_info,
     save_executed_config,
 )
 
@@ -108,6 +123,12 @@ __all__ = [
     "set_num_threads",
     "setup_run",
     "use_amp",
+    "default_threads",
+    "default_workers",
+    "make_dataloader",
+    "make_dataset",
+    "scaled_learning_rate",
+    "speed_setup",
     "LR_SCHEDULES",
     "EpochLogger",
     "PredictionWriter",
@@ -132,6 +153,7 @@ __all__ = [
     "read_run_info",
     "run_setting",
     "save_executed_config",
+    "update_run_info",
     "FillMissingMaskd",
     "LungCAMWriter",
     "MaskWriter",

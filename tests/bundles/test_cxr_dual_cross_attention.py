@@ -64,6 +64,10 @@ def test_train_run_folder(trained):
     info = json.loads((run / "run_info.json").read_text())
     assert info["classes"] == ["normal", "opacity"] and info["amp"] is False and info["device"] == "cpu"
     assert info["bundle_root"].endswith(BUNDLE)
+    # the speed keys as applied: CUDA-only ones noted as ignored on this CPU, the rate unscaled in one process
+    speed = info["speed"]
+    assert speed["channels_last"] is False and "channels_last" in speed["ignored"] and speed["world_size"] == 1
+    assert speed["learning_rate"] == config["learning_rate"] and speed["cache"] == "none" and speed["track_meta"] is False
     # model.pt is a plain state dict (MONAI CheckpointSaver with {"model": net}), loadable with weights_only
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     parser = ConfigParser()
@@ -83,6 +87,10 @@ def test_training_wiring(trained):
     assert type(parser.get_parsed_content("train#sampler")).__name__ == "WeightedRandomSampler"
     assert parser.get_parsed_content("loss").weight is None
     assert trainer.amp is False and trainer.amp_kwargs == {"dtype": torch.bfloat16}
+    # speed keys reach MONAI's trainer and the loaders; training items come without metadata
+    assert trainer.compile is False and trainer.accumulation_steps == 1
+    assert type(parser.get_parsed_content("train#dataset")).__name__ == "_WithoutMeta"
+    assert type(parser.get_parsed_content("validate#dataset")).__name__ == "Dataset"
 
 
 def test_evaluate(trained):
