@@ -66,7 +66,7 @@ from .engine import (
     speed_setup,
     use_amp,
 )
-from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
+from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, every_n_iterations, lr_schedule_handler
 from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
 from .metrics import METRIC_NAMES, ClassificationMetric
 from .multi_output import (
@@ -133,6 +133,7 @@ __all__ = [
     "EpochLogger",
     "PredictionWriter",
     "ProgressBar",
+    "every_n_iterations",
     "lr_schedule_handler",
     "MCDropoutInferer",
     "UnpackPredictiond",

@@ -30,7 +30,7 @@ from monai.handlers import LrScheduleHandler, from_engine
 from medfuse.evaluation.predictions import write_predictions
 from medfuse.utils.io import atomic_write_csv
 
-__all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "lr_schedule_handler", "LR_SCHEDULES"]
+__all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "every_n_iterations", "lr_schedule_handler", "LR_SCHEDULES"]
 
 LR_SCHEDULES = ("cosine", "onecycle", "constant", "none")
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class EpochLogger:
         self.formats = tuple(formats)
         self.loss_transform = loss_transform
         self.rows: list[dict] = []
-        self._losses: list[float] = []
+        self._losses: list[Any] = []
         self._t0 = 0.0
         self._lr: float | None = None
 
@@ -120,12 +120,13 @@ class EpochLogger:
     def iteration_completed(self, engine: Engine) -> None:
         loss = self.loss_transform(engine.state.output)
         if loss is not None:
-            self._losses.append(float(_scalar(loss)))
+            # kept as a (detached, device) tensor: reading it here would wait for the GPU every step
+            self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
 
     def epoch_completed(self, engine: Engine) -> None:
         row: dict[str, Any] = {
             "epoch": int(engine.state.epoch),
-            "train_loss": float(np.mean(self._losses)) if self._losses else None,
+            "train_loss": float(np.mean([float(_scalar(v)) for v in self._losses])) if self._losses else None,
         }
         if self.evaluator is not None:
             ev = self.evaluator.state
@@ -309,15 +310,19 @@ class ProgressBar:
 
     Args:
         enabled: attach the bar.
-        show_loss: show the ``loss`` of each iteration next to the bar (set False for evaluators,
-            whose outputs have no loss).
+        show_loss: show the ``loss`` next to the bar (set False for evaluators, whose outputs have no loss).
         persist: keep the finished bar on screen.
+        every: update the bar (and read the loss, a host-device sync on a GPU) every ``every`` iterations.
+            Defaults to 1.
     """
 
-    def __init__(self, enabled: bool = True, show_loss: bool = True, persist: bool = False) -> None:
+    def __init__(self, enabled: bool = True, show_loss: bool = True, persist: bool = False, every: int = 1) -> None:
+        if int(every) < 1:
+            raise ValueError(f"every must be >= 1, got {every!r}")
         self.enabled = bool(enabled)
         self.show_loss = bool(show_loss)
         self.persist = bool(persist)
+        self.every = int(every)
         self.bar = None
 
     def attach(self, engine: Engine) -> None:
@@ -326,10 +331,25 @@ class ProgressBar:
         from ignite.handlers import ProgressBar as _IgniteBar
 
         self.bar = _IgniteBar(persist=self.persist)
+        event = Events.ITERATION_COMPLETED(every=self.every)
         if self.show_loss:
-            self.bar.attach(engine, output_transform=lambda out: {"loss": float(_scalar(from_engine(["loss"], first=True)(out)))})
+            self.bar.attach(engine, output_transform=lambda out: {"loss": float(_scalar(from_engine(["loss"], first=True)(out)))},
+                            event_name=event)
         else:
-            self.bar.attach(engine)
+            self.bar.attach(engine, event_name=event)
+
+
+def every_n_iterations(n: int = 1) -> Callable[[Engine, int], bool]:
+    """An ignite event filter true on every ``n``-th iteration (for ``StatsHandler(iteration_log=...)``), so a
+    per-iteration log reads the loss (a host-device sync on a GPU) only at that interval.
+
+    Raises:
+        ValueError: ``n`` < 1.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"log_interval must be >= 1, got {n}")
+    return lambda engine, iteration: iteration % n == 0
 
 
 def lr_schedule_handler(
