@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
     # 1. throughput table
     tt = out / f"train_throughput_{device}.json"
     big = ["--sizes", "224,380", "--batch", "64", "--backbones", "efficientnet-b4,resnet34", "--hidden-size", "256",
-           "--bf16", "--channels-last", "--concurrent", "--steps", "30", "--warmup", "10"]
+           "--bf16", "--channels-last", "--concurrent", "--compare-attention", "--steps", "30", "--warmup", "10"]
     s.run("1_train_throughput", [py, "benchmarks/train_throughput.py", "--device", device,
                                  *(["--smoke"] if smoke else big), "--out", tt], timeout=200)
     # 2. data feed rate and workers needed for the measured fusion rate at 224 px
@@ -136,7 +136,8 @@ def main(argv=None) -> dict:
           timeout=150)
     # 4. compile on at 224 px (off: step 1)
     s.run("4_compile_224", [py, "benchmarks/train_throughput.py", "--device", device, "--compile",
-                            *(["--smoke"] if smoke else [*big[:2], "224", *big[4:]]),
+                            *(["--smoke"] if smoke else ["--sizes", "224", *[a for a in big[2:] if a not in ("--concurrent", "--compare-attention")],
+                                                          "--mc", "0", "--unet-sizes", ""]),
                             "--out", out / f"train_throughput_{device}_compile.json"], timeout=180)
     # 5. 3 epochs of the full configuration with their validation AUC
     s.run("5_three_epochs", _train_cmd(False, manifest, out / "runs_full",

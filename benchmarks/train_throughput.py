@@ -145,10 +145,10 @@ def fusion_rows(args, device: torch.device) -> list[dict]:
 
     rows = []
     for size in args.sizes:
-        def build():
+        def build(flash: bool = True):
             torch.manual_seed(0)
             return DualCrossAttentionNet(backbones=args.backbones, hidden_size=args.hidden_size, num_heads=args.heads,
-                                         num_classes=2)
+                                         num_classes=2, use_flash_attention=flash)
 
         ref = build()
         branch_a = BranchClassifier(ref.branch_a, ref.tap_index_a[-1], ref.feature_info[len(ref.taps) - 1]["num_chs"], 2)
@@ -159,6 +159,10 @@ def fusion_rows(args, device: torch.device) -> list[dict]:
         bound = 1.0 / (1.0 / a["images_per_s"] + 1.0 / b["images_per_s"])
         row = {"size": size, "branch_a": a, "branch_b": b, "fusion": c, "time_additive_bound_images_per_s": round(bound, 2),
                "ratio_to_bound": round(c["images_per_s"] / bound, 3)}
+        if args.compare_attention:  # the explicit softmax attention instead of fused SDPA
+            explicit = time_train(build(flash=False), args, size, device)
+            row["fusion_explicit_attention"] = explicit
+            row["sdpa_speedup_train"] = round(c["images_per_s"] / explicit["images_per_s"], 3)
         if args.concurrent and device.type == "cuda":
             net = build()
             net.concurrent_branches = True
@@ -166,11 +170,13 @@ def fusion_rows(args, device: torch.device) -> list[dict]:
             row["fusion_concurrent_branches"] = cc
             row["ratio_to_bound_concurrent"] = round(cc["images_per_s"] / bound, 3)
         row["inference"] = time_infer(build(), args, size, device)
-        row["inference_mc"] = {"samples": args.mc, **time_infer(build(), args, size, device, mc=args.mc)}
+        if args.mc > 0:
+            row["inference_mc"] = {"samples": args.mc, **time_infer(build(), args, size, device, mc=args.mc)}
         rows.append(row)
+        mc = f"  mc{args.mc} {row['inference_mc']['images_per_s']:8.1f}" if args.mc > 0 else ""
         print(f"{size:>4} px  a {a['images_per_s']:8.1f}  b {b['images_per_s']:8.1f}  fusion {c['images_per_s']:8.1f} img/s"
               f"  bound {bound:8.1f}  ratio {row['ratio_to_bound']:.3f}  infer {row['inference']['images_per_s']:8.1f}"
-              f"  mc{args.mc} {row['inference_mc']['images_per_s']:8.1f}  peak {c['peak_mb']:.0f} MB", flush=True)
+              f"{mc}  peak {c['peak_mb']:.0f} MB", flush=True)
     return rows
 
 
@@ -210,6 +216,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the trained models")
     p.add_argument("--concurrent", action="store_true", help="also the fusion model with concurrent_branches (CUDA)")
+    p.add_argument("--compare-attention", action="store_true",
+                   help="also the fusion model with the explicit (non-fused) attention")
     p.add_argument("--mc", type=int, default=20, help="Monte-Carlo dropout passes for the MC inference row")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=10)
