@@ -46,6 +46,8 @@ def _sources(data: Path, cache_dir: Path) -> dict[str, list[Path]]:
         "jpeg_kermany_224": sorted((data / "kermany_cxr_224").rglob("*.jpeg"))[:50],
         "png_lung_seg_512": sorted((data / "lung_seg_cxr" / "cxr").glob("*.png"))[:50],
     }
+    if not dicom.is_dir():
+        return {k: [p for p in v if p.is_file()] for k, v in out.items()}
     # dicom2manifest --cache-dir: each DICOM decoded once into a 16-bit PNG
     subprocess.run([sys.executable, "-m", "medfuse", "dicom2manifest", str(dicom), "--out", str(cache_dir / "m.json"),
                     "--cache-dir", str(cache_dir / "png"), "--classes", "normal,abnormal", "--no-progress"], check=True, capture_output=True, cwd=REPO,

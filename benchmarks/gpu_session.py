@@ -14,6 +14,10 @@ Order (the issue's must-haves first):
 4. ``compile`` on at 224 px (off is step 1);
 5. 3 epochs of the full B4 + R34 configuration on ``kermany_cxr_224`` with their validation AUC.
 
+Data: ``kermany_cxr_224`` (42 MB; steps 3 and 5) and ``dicom_cxr`` (12 MB; step 2) must be on the device machine,
+under ``--data``, ``$MEDFUSE_SHARED_DATA``, ``../shared/data`` or ``shared/data`` in the checkout; a source that is
+missing is reported as skipped by step 2 (``lung_seg_cxr``, 81 MB, is optional).
+
 Usage::
 
     python benchmarks/gpu_session.py --out "$OUT"            # on the GPU machine (~8 minutes of steps)
