@@ -377,7 +377,10 @@ def make_dataset(
     elif mode == "disk":
         if not cache_dir:
             raise ValueError("cache='disk' needs cache_dir (a folder for the cached items)")
-        ds = PersistentDataset(data=data, transform=transform, cache_dir=cache_dir, track_meta=flag(track_meta, "track_meta"))
+        meta = flag(track_meta, "track_meta")
+        # MetaTensors cannot be read back with torch.load(weights_only=True): MONAI would call every file corrupt and
+        # recompute it each epoch. The files are this dataset's own cache, trusted as much as cache_dir is.
+        ds = PersistentDataset(data=data, transform=transform, cache_dir=cache_dir, track_meta=meta, weights_only=not meta)
     else:
         ds = Dataset(data=data, transform=transform)
     return ds if flag(track_meta, "track_meta") else _WithoutMeta(ds)

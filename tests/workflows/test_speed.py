@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -92,7 +93,13 @@ def test_make_dataset_kinds(cache, kind, tmp_path):
     assert float(ds[3]["image"][0, 0, 0]) == 4.0 and isinstance(ds[3]["image"], MetaTensor)
     if cache == "disk":
         assert [float(ds[i]["image"][0, 0, 0]) for i in range(6)] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-        assert len(list((tmp_path / "c").iterdir())) == 6  # each item's deterministic part went to disk
+        files = sorted((tmp_path / "c").iterdir())
+        assert len(files) == 6  # each item's deterministic part went to disk
+        stamps = [f.stat().st_mtime_ns for f in files]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # MONAI warns "Corrupt cache file" when it cannot read one back
+            assert isinstance(ds[3]["image"], MetaTensor)
+        assert [f.stat().st_mtime_ns for f in sorted((tmp_path / "c").iterdir())] == stamps  # read, not rewritten
 
 
 def test_make_dataset_without_meta_gives_plain_tensors_and_restores_the_flag():
