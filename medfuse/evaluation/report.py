@@ -127,7 +127,7 @@ def metrics_from_predictions(predictions: dict) -> dict:
     else:
         metrics = classification_metrics(predictions["labels"][keep], predictions["probs"][keep], predictions["classes"])
     metrics["unlabelled"] = int((~keep).sum())
-    metrics["not_scored"] = pred["not_scored"]  # rows the input check refused: left out of every metric
+    metrics["not_scored"] = predictions.get("not_scored", {})  # rows the input check refused: left out of every metric
     metrics["uncertainty"] = {
         "mean_entropy": _mean(predictions["entropy"]),
         "mean_mutual_info": _mean(predictions["mutual_info"]),

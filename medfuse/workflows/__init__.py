@@ -21,7 +21,8 @@ Task-neutral modules:
 
 * :mod:`~medfuse.workflows.runs`: run folders, the executed config and run record;
 * :mod:`~medfuse.workflows.data`: items from manifests or folders, classes, class balance;
-* :mod:`~medfuse.workflows.engine`: device, bf16 AMP on CUDA, threads, determinism;
+* :mod:`~medfuse.workflows.engine`: device, bf16 AMP on CUDA, threads, determinism, the speed keys
+  (:func:`speed_setup`), training datasets and loaders by cache / loader kind;
 * :mod:`~medfuse.workflows.checkpoints`: model weights read so that a broken or non-finite file is named;
 * :mod:`~medfuse.workflows.resume`: run status in run_info.json, resume.pt each epoch, resuming, per-epoch seeds;
 * :mod:`~medfuse.workflows.guard`: non-finite inputs, losses, gradients and weights never pass (training);
@@ -61,10 +62,24 @@ from .data import (
     train_sampler,
 )
 from .checkpoints import CheckpointLoader, load_weights, read_checkpoint
-from .resume import RunState, finish_run, resume_source, update_run_info
+from .resume import RunState, finish_run, resume_source
 from .guard import FaultAt, FiniteCheckpointSaver, NonFiniteGuard, check_finite_state
-from .engine import amp_kwargs, flag, get_device, refuse_option, set_num_threads, setup_run, use_amp
-from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, lr_schedule_handler
+from .engine import (
+    amp_kwargs,
+    default_threads,
+    default_workers,
+    flag,
+    get_device,
+    refuse_option,
+    make_dataloader,
+    make_dataset,
+    scaled_learning_rate,
+    set_num_threads,
+    setup_run,
+    speed_setup,
+    use_amp,
+)
+from .handlers import LR_SCHEDULES, EpochLogger, PredictionWriter, ProgressBar, every_n_iterations, lr_schedule_handler
 from .inferers import MCDropoutInferer, UnpackPredictiond, mc_dropout_outputs
 from .metrics import METRIC_NAMES, ClassificationMetric
 from .ood import fit_run_ood
@@ -94,6 +109,7 @@ from .runs import (
     new_run_dir,
     read_run_info,
     run_setting,
+    update_run_info,
     save_executed_config,
 )
 
@@ -141,10 +157,17 @@ __all__ = [
     "set_num_threads",
     "setup_run",
     "use_amp",
+    "default_threads",
+    "default_workers",
+    "make_dataloader",
+    "make_dataset",
+    "scaled_learning_rate",
+    "speed_setup",
     "LR_SCHEDULES",
     "EpochLogger",
     "PredictionWriter",
     "ProgressBar",
+    "every_n_iterations",
     "lr_schedule_handler",
     "MCDropoutInferer",
     "UnpackPredictiond",
@@ -165,6 +188,7 @@ __all__ = [
     "read_run_info",
     "run_setting",
     "save_executed_config",
+    "update_run_info",
     "FillMissingMaskd",
     "LungCAMWriter",
     "MaskWriter",

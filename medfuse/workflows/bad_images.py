@@ -119,7 +119,7 @@ class BadImageLog:
     def finish(self) -> str:
         """Write the counts into ``run_info.json`` and return (and print) the closing line; main process only."""
         from medfuse.utils.distributed import is_main_process
-        from medfuse.workflows.resume import update_run_info
+        from medfuse.workflows.runs import update_run_info
 
         counts = self.counts()
         if not is_main_process():

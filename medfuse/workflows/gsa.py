@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -28,6 +27,7 @@ from medfuse.errors import DataError
 from medfuse.networks.blocks.global_spatial_attention import GSA_MODES, GlobalSpatialAttention
 from medfuse.networks.nets.global_spatial_attention_net import GSA_NETWORKS, GlobalSpatialAttentionNet
 from medfuse.utils.distributed import is_main_process, unwrap_module
+from medfuse.workflows.runs import update_run_info
 
 __all__ = [
     "COLLAPSE_HIGH",
@@ -261,18 +261,6 @@ def _mean_image(data: Any, image_size: int, image_key: str = "image", limit: int
     return None if total is None or n == 0 else (total / n).numpy()
 
 
-def _update_run_info(out_dir: Path, values: Mapping[str, Any]) -> None:
-    from medfuse.utils.io import atomic_write_json
-
-    path = out_dir / "run_info.json"
-    info = {}
-    if path.is_file():
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
-    info.update(values)
-    atomic_write_json(path, info)
-
-
 def write_gsa_maps(
     out_dir: str | os.PathLike,
     network: Any,
@@ -337,7 +325,7 @@ def write_gsa_maps(
             "or check gsa_target_fraction", result["map_min"], result["map_max"],
             "ones (no attention)" if result["map_min"] > COLLAPSE_HIGH else "zeros",
         )
-    _update_run_info(out, {"gsa_map_mean": result["map_mean"], "gsa_map_min": result["map_min"],
+    update_run_info(out, {"gsa_map_mean": result["map_mean"], "gsa_map_min": result["map_min"],
                            "gsa_map_max": result["map_max"], "gsa_collapsed": collapsed})
     print(f"global spatial attention map written to {out / 'gsa_map.png'} (mean {result['map_mean']:.3f}"
           f"{', collapsed' if collapsed else ''})")

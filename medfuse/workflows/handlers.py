@@ -32,7 +32,7 @@ from medfuse.evaluation.predictions import decision_columns, write_predictions
 from medfuse.networks.uncertainty import ENSEMBLE_KEYS
 from medfuse.utils.io import atomic_write_csv
 
-__all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "lr_schedule_handler", "scheduler_of", "LR_SCHEDULES"]
+__all__ = ["EpochLogger", "PredictionWriter", "ProgressBar", "every_n_iterations", "lr_schedule_handler", "scheduler_of", "LR_SCHEDULES"]
 
 LR_SCHEDULES = ("cosine", "onecycle", "constant", "none")
 logger = logging.getLogger(__name__)
@@ -44,6 +44,12 @@ def _scalar(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def _finite_mean(values: list) -> float | None:
+    """Mean of the finite values (a step the non-finite guard dropped has a NaN loss); None when there is none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
 
 
 class EpochLogger:
@@ -92,7 +98,7 @@ class EpochLogger:
         self.formats = tuple(formats)
         self.loss_transform = loss_transform
         self.rows: list[dict] = []
-        self._losses: list[float] = []
+        self._losses: list[Any] = []
         self._t0 = 0.0
         self._lr: float | None = None
 
@@ -142,13 +148,15 @@ class EpochLogger:
 
     def iteration_completed(self, engine: Engine) -> None:
         loss = self.loss_transform(engine.state.output)
-        if loss is not None and math.isfinite(float(_scalar(loss))):  # a dropped step (NaN) is in skipped_steps
-            self._losses.append(float(_scalar(loss)))
+        if loss is not None:
+            # kept as a (detached, device) tensor: reading it here would wait for the GPU every step; a dropped
+            # (non-finite) step is left out of the mean at epoch end and counted in skipped_steps
+            self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
 
     def epoch_completed(self, engine: Engine) -> None:
         row: dict[str, Any] = {
             "epoch": int(engine.state.epoch),
-            "train_loss": float(np.mean(self._losses)) if self._losses else None,
+            "train_loss": _finite_mean([float(_scalar(v)) for v in self._losses]),
         }
         if self.evaluator is not None:
             ev = self.evaluator.state
@@ -365,15 +373,19 @@ class ProgressBar:
 
     Args:
         enabled: attach the bar.
-        show_loss: show the ``loss`` of each iteration next to the bar (set False for evaluators,
-            whose outputs have no loss).
+        show_loss: show the ``loss`` next to the bar (set False for evaluators, whose outputs have no loss).
         persist: keep the finished bar on screen.
+        every: update the bar (and read the loss, a host-device sync on a GPU) every ``every`` iterations.
+            Defaults to 1.
     """
 
-    def __init__(self, enabled: bool = True, show_loss: bool = True, persist: bool = False) -> None:
+    def __init__(self, enabled: bool = True, show_loss: bool = True, persist: bool = False, every: int = 1) -> None:
+        if int(every) < 1:
+            raise ValueError(f"every must be >= 1, got {every!r}")
         self.enabled = bool(enabled)
         self.show_loss = bool(show_loss)
         self.persist = bool(persist)
+        self.every = int(every)
         self.bar = None
 
     def attach(self, engine: Engine) -> None:
@@ -382,10 +394,25 @@ class ProgressBar:
         from ignite.handlers import ProgressBar as _IgniteBar
 
         self.bar = _IgniteBar(persist=self.persist)
+        event = Events.ITERATION_COMPLETED(every=self.every)
         if self.show_loss:
-            self.bar.attach(engine, output_transform=lambda out: {"loss": float(_scalar(from_engine(["loss"], first=True)(out)))})
+            self.bar.attach(engine, output_transform=lambda out: {"loss": float(_scalar(from_engine(["loss"], first=True)(out)))},
+                            event_name=event)
         else:
-            self.bar.attach(engine)
+            self.bar.attach(engine, event_name=event)
+
+
+def every_n_iterations(n: int = 1) -> Callable[[Engine, int], bool]:
+    """An ignite event filter true on every ``n``-th iteration (for ``StatsHandler(iteration_log=...)``), so a
+    per-iteration log reads the loss (a host-device sync on a GPU) only at that interval.
+
+    Raises:
+        ValueError: ``n`` < 1.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"log_interval must be >= 1, got {n}")
+    return lambda engine, iteration: iteration % n == 0
 
 
 _SCHEDULERS: "weakref.WeakKeyDictionary[torch.optim.Optimizer, Any]" = weakref.WeakKeyDictionary()

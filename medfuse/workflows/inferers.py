@@ -106,6 +106,42 @@ class MCDropoutInferer(Inferer):
         return out
 
 
+def tta_views(inputs: torch.Tensor, views: int, seed: int | None = None, transforms: Compose | None = None) -> list:
+    """The batch ``inputs`` ``(B, C, H, W)`` and ``views`` augmented copies of it (:func:`cxr_tta_transforms`).
+
+    Every item's views are seeded from the item itself and ``seed`` (:func:`medfuse.networks.uncertainty.item_seeds`),
+    so an item gets the same views in any batch and on every run; ``seed=None`` draws from the global generator.
+
+    Returns:
+        ``[inputs, view_1, ..., view_N]``, each a plain tensor shaped and placed like ``inputs``.
+    """
+    if inputs.ndim != 4:
+        raise ValueError(f"test-time augmentation takes 2D images (B, C, H, W), got shape {tuple(inputs.shape)}")
+    xform = cxr_tta_transforms(inputs.shape[2:]) if transforms is None else transforms
+    if seed is None:
+        seeds = torch.randint(0, 2**31 - 1, (inputs.shape[0],)).tolist()
+    else:
+        seeds = item_seeds(inputs, int(seed))
+    out = [inputs]
+    for v in range(1, int(views) + 1):
+        items = []
+        for x, s in zip(inputs, seeds):
+            xform.set_random_state(seed=(s + 7919 * v) % (2**31 - 1))
+            items.append(convert_to_tensor(xform(x), track_meta=False).to(inputs.dtype))
+        out.append(torch.stack(items))
+    return out
+
+
+def _average_views(outputs: list) -> dict:
+    """Combine the per-view dictionaries of :func:`mc_dropout_outputs` (see the module docstring)."""
+    probs = torch.stack([o["pred"].float().exp() for o in outputs]).mean(dim=0)
+    combined = {"pred": torch.log(probs.clamp_min(1e-12)), "entropy": predictive_entropy(probs)}
+    for key in ("mutual_info", *ENSEMBLE_KEYS):
+        if key in outputs[0]:
+            combined[key] = torch.stack([o[key].float() for o in outputs]).mean(dim=0)
+    return combined
+
+
 class UnpackPredictiond(MapTransform):
     """Move the entries of a dictionary prediction to top-level keys; keep ``pred`` a tensor.
 

@@ -93,12 +93,13 @@ class ClassificationMetric(Metric):
         if y.numel() != y_pred.shape[0]:
             # one-hot labels
             y = torch.as_tensor(output[1]).detach().reshape(-1, len(self.classes)).argmax(-1)
-        self._probs.append(y_pred.cpu())
-        self._labels.append(y.long().cpu())
+        # kept on the device until compute(): a .cpu() here would wait for the GPU every training step
+        self._probs.append(y_pred)
+        self._labels.append(y.long())
 
     def compute(self) -> float:
         if self._probs:
-            probs, labels = torch.cat(self._probs), torch.cat(self._labels)
+            probs, labels = torch.cat([p.cpu() for p in self._probs]), torch.cat([v.cpu() for v in self._labels])
         else:
             probs, labels = torch.zeros(0, len(self.classes)), torch.zeros(0, dtype=torch.long)
         probs, labels = _gather(probs), _gather(labels)

@@ -31,22 +31,13 @@ from medfuse.utils.distributed import is_main_process, unwrap_module
 from medfuse.utils.io import atomic_write_json, sha256_file
 from medfuse.workflows.checkpoints import read_checkpoint, strip_module_prefix
 from medfuse.workflows.handlers import scheduler_of
-from medfuse.workflows.runs import CHECKPOINT_NAME, read_run_info
+from medfuse.workflows.runs import CHECKPOINT_NAME, read_run_info, update_run_info
 
-__all__ = ["RunState", "finish_run", "resume_source", "update_run_info", "epoch_seed", "RESUME_NAME"]
+__all__ = ["RunState", "finish_run", "resume_source", "epoch_seed", "RESUME_NAME"]
 
 RESUME_NAME = "resume.pt"
 PREVIOUS_NAME = "resume.prev.pt"
 logger = logging.getLogger(__name__)
-
-
-def update_run_info(run_dir: str | os.PathLike, **fields: Any) -> None:
-    """Set ``fields`` in ``<run_dir>/run_info.json`` (atomically; main process only)."""
-    if not is_main_process():
-        return
-    info = read_run_info(run_dir)
-    info.update(fields)
-    atomic_write_json(Path(run_dir) / "run_info.json", info)
 
 
 def finish_run(run_dir: str | os.PathLike, trainer: Engine | None = None) -> None:

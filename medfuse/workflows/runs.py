@@ -51,6 +51,7 @@ __all__ = [
     "is_main_process",
     "save_executed_config",
     "read_run_info",
+    "update_run_info",
     "run_setting",
     "CHECKPOINT_NAME",
 ]
@@ -400,6 +401,23 @@ def save_executed_config(
     record.update(_json_safe(dict(info or {})))
     atomic_write_json(out / info_filename, record)
     return str(path)
+
+
+def update_run_info(out_dir: str | os.PathLike, values: Mapping[str, Any] | None = None,
+                    info_filename: str = "run_info.json", **fields: Any) -> None:
+    """Add ``values`` and ``fields`` to the run record in ``out_dir`` (created when absent; written atomically);
+    only the main process writes.
+
+    For values known after :func:`save_executed_config` ran, e.g. ``{"speed": @speed}`` from the ``initialize``
+    list, the run ``status`` (:mod:`medfuse.workflows.resume`), or a summary written at the end of a run.
+    """
+    if not is_main_process():
+        return
+    path = Path(out_dir) / info_filename
+    info = read_run_info(out_dir, info_filename)
+    info.update(_json_safe({**dict(values or {}), **fields}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, info)
 
 
 def run_setting(run_dir: str | os.PathLike, key: str, default: Any = None, filename: str = "config.json") -> Any:

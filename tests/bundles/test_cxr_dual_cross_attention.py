@@ -64,6 +64,10 @@ def test_train_run_folder(trained):
     info = json.loads((run / "run_info.json").read_text())
     assert info["classes"] == ["normal", "opacity"] and info["amp"] is False and info["device"] == "cpu"
     assert info["bundle_root"].endswith(BUNDLE)
+    # the speed keys as applied: CUDA-only ones noted as ignored on this CPU, the rate unscaled in one process
+    speed = info["speed"]
+    assert speed["channels_last"] is False and "channels_last" in speed["ignored"] and speed["world_size"] == 1
+    assert speed["learning_rate"] == config["learning_rate"] and speed["cache"] == "none" and speed["track_meta"] is False
     # model.pt is a plain state dict (MONAI CheckpointSaver with {"model": net}), loadable with weights_only
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     parser = ConfigParser()
@@ -83,6 +87,10 @@ def test_training_wiring(trained):
     assert type(parser.get_parsed_content("train#sampler")).__name__ == "WeightedRandomSampler"
     assert parser.get_parsed_content("loss").weight is None
     assert trainer.amp is False and trainer.amp_kwargs == {"dtype": torch.bfloat16}
+    # speed keys reach MONAI's trainer and the loaders; training items come without metadata
+    assert trainer.compile is False and trainer.accumulation_steps == 1
+    assert type(parser.get_parsed_content("train#dataset")).__name__ == "_WithoutMeta"
+    assert type(parser.get_parsed_content("validate#dataset")).__name__ == "Dataset"
 
 
 def test_evaluate(trained):
@@ -157,3 +165,28 @@ def test_ckpt_export_round_trip(trained, tmp_path):
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_ddp_two_gloo_processes_keep_parameters_equal_and_record_lr_scaling(demo_data, tmp_path):
+    """multi_gpu_train.json, 2 gloo processes, 2 epochs: every parameter equal across the ranks (max diff <= 1e-6),
+    the linearly scaled rate recorded and used, sync_bn refused on the CPU with BatchNorm kept."""
+    from tests.bundles.helpers import torchrun_multi_gpu
+
+    out = tmp_path / "runs"
+    save = ("$torch.save({k: v.detach().cpu() for k, v in @network.module.named_parameters()}, "
+            f"os.path.join('{tmp_path}', 'rank%d.pt' % dist.get_rank()))")
+    overrides = tiny_overrides(demo_data["cxr"], out)
+    overrides.update(epochs=2, lr_scaling="linear", sync_bn=True, calibrate=False, class_balance="weights",
+                     finalize=[save, "$dist.is_initialized() and dist.destroy_process_group()"])
+    run = torchrun_multi_gpu(CFG, overrides, cwd=tmp_path)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0.keys() == rank1.keys() and len(rank0) > 50
+    assert max((rank0[k] - rank1[k]).abs().max().item() for k in rank0) <= 1e-6
+    info = json.loads((run / "run_info.json").read_text())
+    speed = info["speed"]
+    base_lr = json.loads((run / "config.json").read_text())["learning_rate"]
+    assert speed["world_size"] == 2 and speed["lr_scaling"] == "linear"
+    assert speed["learning_rate"] == pytest.approx(2 * base_lr) and speed["base_learning_rate"] == pytest.approx(base_lr)
+    assert speed["sync_bn"] is False and "BatchNorm kept" in speed["ignored"]["sync_bn"]
+    first = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert first["lr"] == pytest.approx(2 * base_lr, rel=0.05)  # the optimizer got the scaled rate

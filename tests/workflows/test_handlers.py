@@ -226,3 +226,41 @@ def test_predictions_say_how_pred_was_decided(tmp_path):
         rows = list(csv.DictReader(f))
     assert {r["threshold"] for r in rows} == {""} and {r["temperature"] for r in rows} == {"1"}
     assert all(r["pred"] == ("pos" if float(r["prob_pos"]) > float(r["prob_neg"]) else "neg") for r in rows)
+
+
+class _CountReads(torch.overrides.TorchFunctionMode):
+    """Counts tensor reads that make the host wait for the device (``.item()``, ``.cpu()``, ``float()`` ...)."""
+
+    READS = {"item", "cpu", "tolist", "numpy", "__float__", "__bool__", "__int__"}
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_per_iteration_handlers_do_not_read_tensors_back():
+    """The loss log and the training metric keep per-step values on the device; they are read at epoch end."""
+    from ignite.engine import Engine
+
+    from medfuse.workflows import ClassificationMetric, EpochLogger, every_n_iterations
+
+    engine = Engine(lambda e, b: None)
+    log = EpochLogger(log_dir="unused", formats=())
+    metric = ClassificationMetric(["a", "b"], metric="accuracy")
+    engine.state.output = {"loss": torch.tensor(0.5), "pred": torch.rand(4, 2), "label": torch.tensor([0, 1, 1, 0])}
+    with _CountReads() as mode:
+        for _ in range(3):
+            log.iteration_completed(engine)
+            metric.update((engine.state.output["pred"], engine.state.output["label"]))
+    assert mode.reads == []
+    assert metric.compute() in (0.0, 0.25, 0.5, 0.75, 1.0) and len(log._losses) == 3
+    keep = every_n_iterations(5)
+    assert [it for it in range(1, 12) if keep(engine, it)] == [5, 10]
+    with pytest.raises(ValueError, match="log_interval"):
+        every_n_iterations(0)

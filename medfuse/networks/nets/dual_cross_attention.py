@@ -245,6 +245,10 @@ class DualCrossAttentionNet(nn.Module):
             ]
         )
         self._attention_grids: dict = {}
+        #: run the two backbones on two CUDA streams (CUDA inputs only; set by ``speed_setup``'s
+        #: ``concurrent_branches``): same results, the GPU may overlap the branches when neither fills it
+        self.concurrent_branches = False
+        self._side_stream = None
 
     @staticmethod
     def _resolve_weights(
@@ -293,11 +297,33 @@ class DualCrossAttentionNet(nn.Module):
             the refined fused feature map, ``(B, hidden_size, h, w)`` at the finest tapped stride
             (``h = H / taps[0]`` for sizes divisible by 32).
         """
-        feats_a = self.branch_a(x)
-        feats_b = self.branch_b(x)
+        if self.concurrent_branches and x.is_cuda and not torch.jit.is_scripting():
+            feats_a, feats_b = self._branches_on_two_streams(x)
+        else:
+            feats_a = self.branch_a(x)
+            feats_b = self.branch_b(x)
         taps_a = [feats_a[i] for i in self.tap_index_a]
         taps_b = [feats_b[i] for i in self.tap_index_b]
         return self.refine(self.fusion(taps_a, taps_b))
+
+    @torch.jit.unused
+    def _branches_on_two_streams(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Branch A on the current stream while branch B runs on a side stream (autograd runs each backward
+        op on its forward op's stream). ``record_stream`` keeps the caching allocator from reusing memory one
+        stream still reads."""
+        main = torch.cuda.current_stream(x.device)
+        if self._side_stream is None or self._side_stream.device != x.device:
+            self._side_stream = torch.cuda.Stream(device=x.device)
+        side = self._side_stream
+        side.wait_stream(main)  # x is ready
+        with torch.cuda.stream(side):
+            x.record_stream(side)
+            feats_b = self.branch_b(x)
+        feats_a = self.branch_a(x)
+        main.wait_stream(side)
+        for f in feats_b:
+            f.record_stream(main)
+        return list(feats_a), list(feats_b)
 
     @torch.jit.export
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -325,3 +325,57 @@ def test_bundle_verify_and_ckpt_export(tmp_path):
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), net(x))
+
+
+class _CountSDPA(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_fused_attention_is_taken_and_equals_the_explicit_path():
+    """PyTorch's fused scaled_dot_product_attention runs in every cross-attention layer (2 directions x 2 taps)
+    of a training and an eval forward; capturing maps switches to the explicit softmax, with the same output."""
+    net = tiny(taps=(8, 16))
+    x = torch.randn(2, 1, 64, 64)
+    with _CountSDPA() as mode:
+        net.train()(x).sum().backward()
+    assert mode.calls == 4
+    net.eval()
+    with torch.no_grad(), _CountSDPA() as mode:
+        fused = net(x)
+        assert mode.calls == 4
+        with net.capture_attention():
+            explicit = net(x)
+        assert mode.calls == 4  # the explicit path adds none
+    torch.testing.assert_close(explicit, fused, rtol=1e-4, atol=1e-5)
+    # attention dropout disables the fused kernel (MONAI would apply its dropout in eval mode too)
+    with torch.no_grad(), _CountSDPA() as mode:
+        tiny(taps=(8, 16), attn_dropout=0.1).eval()(x)
+    assert mode.calls == 0
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA streams need a GPU"))])
+def test_concurrent_branches_same_outputs_and_gradients(device):
+    """Two CUDA streams for the branches change nothing but timing (on a CPU the option is a no-op)."""
+    torch.manual_seed(0)
+    net = tiny().to(device)
+    x = torch.randn(2, 1, 64, 64, device=device)
+    outs, grads = [], []
+    for concurrent in (False, True):
+        net.concurrent_branches = concurrent
+        net.zero_grad()
+        torch.manual_seed(1)  # the same dropout / drop-connect draws in both runs
+        out = net.train()(x)
+        out.sum().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+    assert sorted(net.state_dict()) == sorted(tiny().state_dict())  # no new parameters or buffers
