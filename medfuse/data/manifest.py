@@ -438,4 +438,3 @@ def format_summary(summary: Mapping[str, Any], title: str | None = None) -> str:
         lines.append(row)
     lines.append(f"{'total':<11}{summary.get('total', 0):>7}")
     return "\n".join(lines)
-

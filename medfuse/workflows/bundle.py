@@ -157,7 +157,8 @@ def compose_layers(files: list[str | os.PathLike]) -> dict:
     Later files override earlier ones; a ``#`` key (``train#preprocessing#_target_``) replaces that nested
     value when the earlier layers define its parent, and stays a literal override key otherwise (so two
     override files, such as a base's ``evaluate.json`` and a bundle's, compose into one override file); a
-    ``+key`` extends a list or updates a dict, as MONAI's ``merge_kv`` does.
+    ``+key`` extends a list or updates a dict, as MONAI's ``merge_kv`` does, and stays a ``+key`` when these
+    layers have nothing to merge it into (the composed ``evaluate.json`` is applied on ``train.json``).
     """
     import copy
 
@@ -169,6 +170,8 @@ def compose_layers(files: list[str | os.PathLike]) -> dict:
             value = copy.deepcopy(value)
             if key.startswith("+"):
                 target = _get_nested(out, key[1:])
+                if target is None:
+                    target = out.get(key)  # an earlier layer's merge key that had nothing to merge into either
                 if isinstance(target, dict) and isinstance(value, dict):
                     target.update(value)
                     continue
@@ -177,7 +180,8 @@ def compose_layers(files: list[str | os.PathLike]) -> dict:
                     continue
                 if target is not None:
                     raise ValueError(f"{f}: {key!r} merges a {type(value).__name__} into a {type(target).__name__}")
-                key = key[1:]  # nothing to merge into: copied, as MONAI does
+                # nothing to merge into in these layers: kept as a merge key, so that an override file (evaluate.json)
+                # still merges into the config it is applied on (train.json); loaded alone, MONAI copies it
             if "#" in key and _set_nested(out, key, value):
                 continue
             out[key] = value

@@ -247,7 +247,7 @@ def _vendor_code(stage: Path) -> Path:
     medfuse, and a wheel inside the release is neither on an index nor downloaded at that point.
     The zoo puts the bundle folder on ``sys.path`` instead (``ci/verify_bundle.py``, the unit
     tests; ``python -m`` run from inside the bundle folder does too), which is where
-    ``scripts/`` code is found. Compiled caches are not copied.
+    ``scripts/`` code is found. Only modules and package data (``.py``, ``.json``, ``.md``) are copied.
     """
     import medfuse
 
@@ -256,7 +256,11 @@ def _vendor_code(stage: Path) -> Path:
     if dest.exists():
         raise ZooCheckError("code", f"{stage.name}: the bundle has its own scripts/{VENDORED}; rename it (medfuse export "
                             "writes its copy of medfuse there)")
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+    def ignore(folder: str, names: list[str]) -> set[str]:  # the package's modules and data, nothing else
+        return {n for n in names if n == "__pycache__" or (not os.path.isdir(os.path.join(folder, n))
+                                                            and not n.endswith((".py", ".json", ".md")))}
+
+    shutil.copytree(src, dest, ignore=ignore)
     init = stage / "scripts" / "__init__.py"
     if init.is_file():
         raise ZooCheckError("code", f"{init}: the bundle has its own scripts package; medfuse export writes scripts/__init__.py")

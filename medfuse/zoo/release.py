@@ -105,4 +105,3 @@ def _append_release_notes(readme: Path, name: str, version: str, meta: Mapping[s
     ]
     text = readme.read_text(encoding="utf-8") if readme.is_file() else f"# {name}\n"
     atomic_write_text(readme, text.rstrip("\n") + "\n" + "\n".join(lines))
-

@@ -183,4 +183,3 @@ def _export_onnx(stage: Path, infer_cfg: list[str], overrides: dict, metadata: M
     if not np.allclose(got, expected, rtol=1e-3, atol=1e-4):
         raise ZooCheckError("onnx", f"{path}: onnxruntime and checkpoint outputs differ (max |difference| {diff:.3g})")
     return f"models/model.onnx checked with onnxruntime (max |difference| {diff:.3g}, rtol 1e-3, atol 1e-4)"
-

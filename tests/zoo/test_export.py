@@ -55,11 +55,9 @@ def _jit_load_without_medfuse(ts_path: Path, meta: dict, cwd: Path) -> dict:
 
 
 @pytest.mark.parametrize("bundle", zoo_bundles())
-def test_every_bundle_exports(bundle, trained_run, schema, tmp_path):
-    run_dir = trained_run(bundle)
-    zoo = tmp_path / "zoo"
-    res = export_bundle(REPO / "bundles" / bundle, zoo, weights=run_dir / "model.pt", schema=schema,
-                        data_source="medfuse synthetic demo data", data_license="Apache-2.0 (synthetic)", log=lambda m: None)
+def test_every_bundle_exports(bundle, exported, tmp_path):
+    res, run_dir = exported(bundle)
+    zoo = res.bundle_dir.parent
     key = f"{bundle}_v{res.version}"
     # the checks that ran, in order
     assert res.checks[0] == "required files" and "verify_net_in_out" in res.checks
