@@ -41,7 +41,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_text, sha256_file
@@ -51,7 +51,8 @@ from medfuse.zoo.checks import ZooCheckError
 from medfuse.zoo.configs import bake_config, is_literal, run_setting_keys
 from medfuse.zoo.model_card import write_data_license, write_model_card
 from medfuse.zoo.release import _append_release_notes, _large_files_yaml, _manifest_record, _url, _write_zip
-from medfuse.zoo.roundtrip import ATOL, RTOL, _export_onnx, _export_torchscript
+from medfuse.zoo.formats import FormatCheck, export_onnx, export_pt2, parse_formats
+from medfuse.zoo.roundtrip import ATOL, RTOL, _export_torchscript
 
 __all__ = ["ExportResult", "RTOL", "ATOL", "export_bundle", "find_weights", "MODEL_INFO", "release_name"]
 
@@ -101,6 +102,7 @@ class ExportResult:
     onnx: str
     data_license: str = ""
     warnings: list[str] = field(default_factory=list)
+    formats: list[FormatCheck] = field(default_factory=list)
 
     def format(self) -> str:
         """A short human-readable summary."""
@@ -113,6 +115,7 @@ class ExportResult:
         )
         lines.append(f"  data licence: {self.data_license}" + (" (NON-COMMERCIAL)" if checks.is_non_commercial(self.data_license) else ""))
         lines.append(f"  calibration: {self.calibration if self.calibration else 'none beside the weights (not exported)'}")
+        lines += [f"  {check.format()}" for check in self.formats]
         lines.append(f"  ONNX: {self.onnx}")
         lines.append(f"  bundle: {self.bundle_dir}")
         lines.append(f"  release: {self.release} (sha256 {self.checksum})")
@@ -516,22 +519,30 @@ class _Export:
         done.append("verify_net_in_out")
         self.licence, self.overrides = licence, overrides
 
-    def export_weights(self, trace: bool, onnx: bool) -> None:
-        """TorchScript export with its round-trip checks; ONNX when asked."""
+    def export_weights(self, trace: bool, formats: tuple[str, ...]) -> None:
+        """TorchScript export with its round-trip checks, then the other ``formats`` (pt2, onnx) with theirs."""
         stage = self.stage_dir
         infer_cfg = checks._config_files(stage, "infer")
         self.diff, self.sub_diff = _export_torchscript(stage, infer_cfg, self.overrides, self.new_meta, trace, self.tmp)
         self.done.append("TorchScript export (ckpt_export) and round trip")
-        self.onnx_note = _export_onnx(stage, infer_cfg, self.overrides, self.new_meta) if onnx else "not requested (--onnx)"
-        if onnx:
-            self.done.append("ONNX export")
+        self.formats = [FormatCheck("torchscript", "models/model.ts", self.diff, self.sub_diff,
+                                    "torch.jit.trace" if trace else "torch.jit.script")]
+        self.onnx_note = "not requested (--format)"
+        exporters = {"pt2": export_pt2, "onnx": export_onnx}
+        for fmt in formats:
+            if fmt in exporters:
+                self.formats.append(exporters[fmt](stage, infer_cfg, self.overrides, self.new_meta, self.tmp))
+                self.done.append(f"{fmt} export and round trip")
+        if "onnx" in formats:
+            self.onnx_note = self.formats[-1].format()
 
     def docs(self, url_template: str | None, trace: bool) -> None:
         """``large_files.yml`` (weights are not kept in the zoo folder) and the release notes in docs/README.md."""
         stage, name, version = self.stage_dir, self.name, self.version
         # large files: weights are not kept in the zoo folder
         self.rel = release_name(name, version)
-        self.large = large = [p for p in ("models/model.pt", "models/model.ts", "models/model.onnx") if (stage / p).is_file()]
+        self.large = large = [p for p in ("models/model.pt", "models/model.ts", "models/model.pt2", "models/model.onnx")
+                              if (stage / p).is_file()]
         self.files = files = {p: sha256_file(stage / p) for p in large}
         for rel in self.carried:
             files[rel] = sha256_file(stage / rel)
@@ -609,6 +620,8 @@ class _Export:
             "classes": self.classes,
             "trained_settings": self.settings,
             "training_manifest": self.record,
+            "formats": {c.fmt: {"file": c.path, "max_abs_diff": c.max_abs_diff,
+                                "fresh_process_max_abs_diff": c.fresh_process_max_abs_diff} for c in self.formats},
             "round_trip": {"max_abs_diff": self.diff, "fresh_process_max_abs_diff": self.sub_diff, "rtol": RTOL,
                            "atol": ATOL, "method": "trace" if trace else "script"},
             "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -621,7 +634,7 @@ class _Export:
             name=name, version=version, bundle_dir=self.final, release=self.release, model_info=info_path,
             checksum=self.checksum, files=self.files, checks=self.done, round_trip_max_abs_diff=self.diff,
             subprocess_max_abs_diff=self.sub_diff, weights=self.weights_path, calibration=self.calibration,
-            onnx=self.onnx_note, data_license=licence, warnings=self.warnings,
+            onnx=self.onnx_note, data_license=licence, warnings=self.warnings, formats=self.formats,
         )
 
 
@@ -640,6 +653,7 @@ def export_bundle(
     manifest: str | os.PathLike | None = None,
     trace: bool = False,
     onnx: bool = False,
+    formats: str | Sequence[str] | None = None,
     log=print,
     require_schema: bool = True,
 ) -> ExportResult:
@@ -663,7 +677,9 @@ def export_bundle(
         manifest: a manifest to build the workflows' properties with; default: the run's manifest
             (``run_info.json``). Without one, the properties are only looked up.
         trace: export with ``torch.jit.trace`` instead of ``torch.jit.script``.
-        onnx: also export ONNX (needs ``onnx``; checked with ``onnxruntime`` when installed).
+        onnx: also export ONNX (same as adding ``"onnx"`` to ``formats``).
+        formats: export formats, ``"torchscript,pt2,onnx"`` or a list (:mod:`medfuse.zoo.formats`); default
+            TorchScript and pt2. TorchScript is always among them: the model zoo loads ``models/model.ts``.
         log: progress printer.
         require_schema: when False and no schema file is given or found, the metadata is not checked
             against the schema and the result says so in its checks and warnings (the demo does this on
@@ -676,6 +692,12 @@ def export_bundle(
         ZooCheckError: at the first failing check (nothing is written to ``zoo_dir``).
         DataError: when the weights are missing.
     """
+    chosen = parse_formats(formats)
+    if onnx and "onnx" not in chosen:
+        chosen = parse_formats([*chosen, "onnx"])
+    if "torchscript" not in chosen:
+        raise ZooCheckError("format", f"--format {','.join(chosen)}: torchscript is required: the model zoo's "
+                            "ci/verify_bundle.py exports and loads models/model.ts (add torchscript to --format)")
     export = _Export(Path(bundle_dir), Path(zoo_dir), log)
     export.check_source(version, weights, url_template, schema, require_schema)
     zoo = export.zoo
@@ -685,7 +707,7 @@ def export_bundle(
         export.stage(tmp)
         export.configs(changelog, data_source, data_license)
         export.run_checks(schema, manifest)
-        export.export_weights(trace, onnx)
+        export.export_weights(trace, chosen)
         export.docs(url_template, trace)
         export.archive(url_template)
         return export.index(url_template, trace)
