@@ -30,7 +30,8 @@ def build_parser(prog: str = "medfuse export") -> argparse.ArgumentParser:
         epilog="example: medfuse export bundles/cxr_dual_cross_attention --out zoo "
         "--weights runs/cxr_dual_cross_attention/20250101-120000/model.pt --version 0.2.0 --changelog 'trained on ...'",
     )
-    p.add_argument("bundle_dir", help="the bundle folder (LICENSE, configs/, docs/)")
+    p.add_argument("bundle_dir", help="the bundle folder (LICENSE, configs/, docs/), or the name of a bundle shipped "
+                   "with medfuse (cxr_dual_cross_attention ...)")
     p.add_argument("--out", required=True, metavar="ZOO_DIR", help="zoo folder to write into (created when missing)")
     p.add_argument("--version", default=None, metavar="X.Y.Z", help="release version (default: the metadata's version)")
     p.add_argument("--changelog", default=None, metavar="TEXT", help="changelog entry of this version")

@@ -51,17 +51,21 @@ WORKFLOWS = {
     "multi_gpu_train": (("train.json", "multi_gpu_train.json"), "train"),
 }
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+#: where an installed medfuse (a wheel) keeps the bundles (setup.py copies bundles/ there)
+_PACKAGED_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 #: key of ``configs/metadata.json`` naming the bundle whose configs this bundle's configs override
 BASE_KEY = "config_base"
 
 
 def bundle_dir(bundle: str | os.PathLike) -> Path:
-    """The folder of ``bundle``: a path to a bundle folder, or a name under ``./bundles`` or the checkout's ``bundles``.
+    """The folder of ``bundle``: a path to a bundle folder, or a name under ``./bundles``, the checkout's ``bundles``
+    or, for an installed medfuse, the package's ``medfuse/bundles``.
 
     Raises:
         FileNotFoundError: when no folder with ``configs/train.json`` is found.
     """
-    candidates = [Path(bundle), Path.cwd() / "bundles" / str(bundle), _REPO_ROOT / "bundles" / str(bundle)]
+    candidates = [Path(bundle), Path.cwd() / "bundles" / str(bundle), _REPO_ROOT / "bundles" / str(bundle),
+                  _PACKAGED_BUNDLES / str(bundle)]
     for c in candidates:
         if (c / "configs" / "train.json").is_file() or (c / "configs" / "inference.json").is_file():
             return c.resolve()

@@ -660,7 +660,8 @@ def export_bundle(
     """Check a bundle the way the model zoo does, export TorchScript, write the zoo folder, release and index.
 
     Args:
-        bundle_dir: the bundle folder (``LICENSE``, ``configs/``, ``docs/`` ...).
+        bundle_dir: the bundle folder (``LICENSE``, ``configs/``, ``docs/`` ...), or a bundle's name (found as
+            :func:`medfuse.workflows.bundle.bundle_dir` finds it, also inside an installed medfuse).
         zoo_dir: the zoo folder to write into (created when missing).
         version: release version ``X.Y.Z``; default: the metadata's version.
         changelog: changelog text for ``version`` (added to the exported metadata).
@@ -698,7 +699,15 @@ def export_bundle(
     if "torchscript" not in chosen:
         raise ZooCheckError("format", f"--format {','.join(chosen)}: torchscript is required: the model zoo's "
                             "ci/verify_bundle.py exports and loads models/model.ts (add torchscript to --format)")
-    export = _Export(Path(bundle_dir), Path(zoo_dir), log)
+    source = Path(bundle_dir)
+    if not source.is_dir() and os.sep not in str(bundle_dir) and "/" not in str(bundle_dir):
+        from medfuse.workflows.bundle import bundle_dir as find_bundle
+
+        try:  # a bundle name: ./bundles, the checkout's bundles/, or an installed medfuse's medfuse/bundles
+            source = find_bundle(str(bundle_dir))
+        except FileNotFoundError as e:
+            raise DataError(str(e)) from e
+    export = _Export(source, Path(zoo_dir), log)
     export.check_source(version, weights, url_template, schema, require_schema)
     zoo = export.zoo
     zoo.mkdir(parents=True, exist_ok=True)
