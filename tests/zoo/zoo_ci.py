@@ -122,7 +122,7 @@ def _run(cmd: list[str] | str, cwd: Path, env: dict, timeout: int = 600) -> str:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} (in {cwd}) failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def verify_full(bundle: Path, env: dict) -> list[str]:
@@ -206,4 +206,4 @@ def run_unit_tests(bundle: Path, overrides: dict, infer_overrides: dict, env: di
     Returns ``{"done": [...], "medfuse": path of the medfuse that ran}``.
     """
     out = _run(["python", "-c", _UNIT_TESTS, str(bundle), json.dumps(overrides), json.dumps(infer_overrides)], cwd, env)
-    return json.loads(out.strip().splitlines()[-1])
+    return json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
