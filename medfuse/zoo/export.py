@@ -116,7 +116,8 @@ class ExportResult:
         lines.append(f"  data licence: {self.data_license}" + (" (NON-COMMERCIAL)" if checks.is_non_commercial(self.data_license) else ""))
         lines.append(f"  calibration: {self.calibration if self.calibration else 'none beside the weights (not exported)'}")
         lines += [f"  {check.format()}" for check in self.formats]
-        lines.append(f"  ONNX: {self.onnx}")
+        if not any(c.fmt == "onnx" for c in self.formats):
+            lines.append(f"  ONNX: {self.onnx}")
         lines.append(f"  bundle: {self.bundle_dir}")
         lines.append(f"  release: {self.release} (sha256 {self.checksum})")
         lines.append(f"  zoo index: {self.model_info}")
