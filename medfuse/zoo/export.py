@@ -51,7 +51,7 @@ from medfuse.zoo.checks import ZooCheckError
 from medfuse.zoo.configs import bake_config, is_literal, run_setting_keys
 from medfuse.zoo.model_card import write_data_license, write_model_card
 from medfuse.zoo.release import _append_release_notes, _large_files_yaml, _manifest_record, _url, _write_zip
-from medfuse.zoo.formats import FormatCheck, export_onnx, export_pt2, parse_formats
+from medfuse.zoo.formats import FormatCheck, export_onnx, export_pt2, parse_formats, require_onnx
 from medfuse.zoo.roundtrip import ATOL, RTOL, _export_torchscript
 
 __all__ = ["ExportResult", "RTOL", "ATOL", "export_bundle", "find_weights", "MODEL_INFO", "release_name"]
@@ -697,6 +697,8 @@ def export_bundle(
     chosen = parse_formats(formats)
     if onnx and "onnx" not in chosen:
         chosen = parse_formats([*chosen, "onnx"])
+    if "onnx" in chosen:
+        require_onnx()  # before any work
     if "torchscript" not in chosen:
         raise ZooCheckError("format", f"--format {','.join(chosen)}: torchscript is required: the model zoo's "
                             "ci/verify_bundle.py exports and loads models/model.ts (add torchscript to --format)")

@@ -28,8 +28,8 @@ from typing import Any, Mapping, Sequence
 from medfuse.zoo.checks import ZooCheckError
 from medfuse.zoo.roundtrip import ATOL, RTOL, _fake_input, _load_weights, _max_diff
 
-__all__ = ["FORMATS", "DEFAULT_FORMATS", "ONNX_RTOL", "ONNX_ATOL", "FormatCheck", "parse_formats", "export_pt2",
-           "export_onnx"]
+__all__ = ["FORMATS", "DEFAULT_FORMATS", "ONNX_RTOL", "ONNX_ATOL", "FormatCheck", "parse_formats", "require_onnx",
+           "export_pt2", "export_onnx"]
 
 FORMATS = ("torchscript", "pt2", "onnx")
 DEFAULT_FORMATS = ("torchscript", "pt2")
@@ -173,6 +173,16 @@ def export_pt2(stage: Path, infer_cfg: list[str], overrides: Mapping[str, Any], 
     return FormatCheck("pt2", "models/model.pt2", diff, fresh, f"batch dynamic, checked with batches {_BATCHES}")
 
 
+def require_onnx() -> None:
+    """Raise :class:`ZooCheckError` naming the ``medfuse[onnx]`` packages that are not installed."""
+    from monai.utils import optional_import
+
+    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if not optional_import(m)[1]]
+    if missing:
+        raise ZooCheckError("onnx", f"--format onnx needs {', '.join(missing)}: pip install 'medfuse[onnx]' "
+                            "(or leave onnx out of --format)")
+
+
 def export_onnx(stage: Path, infer_cfg: list[str], overrides: Mapping[str, Any], metadata: Mapping[str, Any],
                 tmp: Path) -> FormatCheck:
     """``models/model.onnx`` with ``monai.bundle onnx_export``, run with onnxruntime here and in a fresh process.
@@ -180,12 +190,7 @@ def export_onnx(stage: Path, infer_cfg: list[str], overrides: Mapping[str, Any],
     Raises:
         ZooCheckError: without ``onnx``/``onnxruntime`` (install ``medfuse[onnx]``), or when a check fails.
     """
-    from monai.utils import optional_import
-
-    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if not optional_import(m)[1]]
-    if missing:
-        raise ZooCheckError("onnx", f"--format onnx needs {', '.join(missing)}: pip install 'medfuse[onnx]' "
-                            "(or leave onnx out of --format)")
+    require_onnx()
     import onnxruntime as ort
     import torch
     from monai.bundle import onnx_export

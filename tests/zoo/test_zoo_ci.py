@@ -6,7 +6,8 @@ Each bundle is trained tiny and exported (``exported`` fixture, shared with test
 folder copied into a folder laid out like Project-MONAI/model-zoo, then checked by
 ``tests/zoo/zoo_ci.py`` in fresh processes: pre-commit rules, ``ci/verify_bundle.py -m full``, the
 CONTRIBUTING commands from inside the bundle folder, and the ConfigWorkflow unit-test pattern.
-One bundle runs in the default suite; the others (about 1.5 min each on one CPU thread) are ``slow``.
+One bundle runs in the default suite (72 s with its tiny training and export, on the shared 2-core dev machine);
+the others (70 to 250 s each there) are ``slow``.
 """
 
 from __future__ import annotations
