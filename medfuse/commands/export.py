@@ -19,7 +19,7 @@ from medfuse.cli import run_command
 
 __all__ = ["HELP", "build_parser", "main"]
 
-HELP = "check a trained bundle like the MONAI model zoo, export TorchScript, write a zoo folder + release zip"
+HELP = "check a trained bundle like the MONAI model zoo, export TorchScript (+ .pt2, ONNX), write a zoo folder + release zip"
 
 
 def build_parser(prog: str = "medfuse export") -> argparse.ArgumentParser:
@@ -30,7 +30,8 @@ def build_parser(prog: str = "medfuse export") -> argparse.ArgumentParser:
         epilog="example: medfuse export bundles/cxr_dual_cross_attention --out zoo "
         "--weights runs/cxr_dual_cross_attention/20250101-120000/model.pt --version 0.2.0 --changelog 'trained on ...'",
     )
-    p.add_argument("bundle_dir", help="the bundle folder (LICENSE, configs/, docs/)")
+    p.add_argument("bundle_dir", help="the bundle folder (LICENSE, configs/, docs/), or the name of a bundle shipped "
+                   "with medfuse (cxr_dual_cross_attention ...)")
     p.add_argument("--out", required=True, metavar="ZOO_DIR", help="zoo folder to write into (created when missing)")
     p.add_argument("--version", default=None, metavar="X.Y.Z", help="release version (default: the metadata's version)")
     p.add_argument("--changelog", default=None, metavar="TEXT", help="changelog entry of this version")
@@ -47,7 +48,11 @@ def build_parser(prog: str = "medfuse export") -> argparse.ArgumentParser:
     p.add_argument("--manifest", default=None, metavar="PATH",
                    help="manifest to build the workflow properties with (default: the training run's manifest)")
     p.add_argument("--trace", action="store_true", help="export with torch.jit.trace instead of torch.jit.script")
-    p.add_argument("--onnx", action="store_true", help="also export ONNX (needs onnx; run with onnxruntime when installed)")
+    p.add_argument("--format", default="torchscript,pt2", metavar="LIST", dest="formats",
+                   help="comma-separated export formats among torchscript, pt2 (torch.export, dynamic batch) and onnx "
+                   "(needs pip install 'medfuse[onnx]'); each is round-trip checked in a fresh process, max |difference| "
+                   "printed. torchscript is required by the model zoo (default: torchscript,pt2)")
+    p.add_argument("--onnx", action="store_true", help="also export ONNX (same as adding onnx to --format)")
     return p
 
 
@@ -59,6 +64,7 @@ def _run(args) -> int:
         args.bundle_dir, args.out, version=args.version, changelog=args.changelog, weights=args.weights,
         url_template=args.url_template, schema=args.schema, data_source=args.data_source,
         data_license=args.data_license, manifest=args.manifest, trace=args.trace, onnx=args.onnx,
+        formats=args.formats,
         log=lambda m: print(m, flush=True),
     )
     print(result.format())

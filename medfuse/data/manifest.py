@@ -467,4 +467,3 @@ def format_summary(summary: Mapping[str, Any], title: str | None = None) -> str:
     for key, n in (summary.get("not_counted") or {}).items():
         lines.append(f"not counted: {n} items under '{key}', which is not a split ({', '.join(SPLITS)})")
     return "\n".join(lines)
-

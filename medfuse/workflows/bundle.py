@@ -56,17 +56,23 @@ WORKFLOWS = {
     "multi_gpu_train": (("train.json", "multi_gpu_train.json"), "train"),
 }
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+#: config files that a workflow applies on top of another (``evaluate.json`` on ``train.json`` ...)
+_APPLIED_ON_TOP = {name for files, _ in WORKFLOWS.values() for name in files[1:]}
+#: where an installed medfuse (a wheel) keeps the bundles (setup.py copies bundles/ there)
+_PACKAGED_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 #: key of ``configs/metadata.json`` naming the bundle whose configs this bundle's configs override
 BASE_KEY = "config_base"
 
 
 def bundle_dir(bundle: str | os.PathLike) -> Path:
-    """The folder of ``bundle``: a path to a bundle folder, or a name under ``./bundles`` or the checkout's ``bundles``.
+    """The folder of ``bundle``: a path to a bundle folder, or a name under ``./bundles``, the checkout's ``bundles``
+    or, for an installed medfuse, the package's ``medfuse/bundles``.
 
     Raises:
         FileNotFoundError: when no folder with ``configs/train.json`` is found.
     """
-    candidates = [Path(bundle), Path.cwd() / "bundles" / str(bundle), _REPO_ROOT / "bundles" / str(bundle)]
+    candidates = [Path(bundle), Path.cwd() / "bundles" / str(bundle), _REPO_ROOT / "bundles" / str(bundle),
+                  _PACKAGED_BUNDLES / str(bundle)]
     for c in candidates:
         if (c / "configs" / "train.json").is_file() or (c / "configs" / "inference.json").is_file():
             return c.resolve()
@@ -209,13 +215,15 @@ def _set_nested(out: dict, key: str, value: Any) -> bool:
     return False
 
 
-def compose_layers(files: list[str | os.PathLike]) -> dict:
+def compose_layers(files: list[str | os.PathLike], keep_merge_keys: bool = False) -> dict:
     """One config from layered files, as MONAI's runner merges them, for writing a bundle that stands alone.
 
     Later files override earlier ones; a ``#`` key (``train#preprocessing#_target_``) replaces that nested
     value when the earlier layers define its parent, and stays a literal override key otherwise (so two
     override files, such as a base's ``evaluate.json`` and a bundle's, compose into one override file); a
-    ``+key`` extends a list or updates a dict, as MONAI's ``merge_kv`` does.
+    ``+key`` extends a list or updates a dict, as MONAI's ``merge_kv`` does. When these layers have nothing
+    to merge it into, it is copied as a plain key (as MONAI does), or, with ``keep_merge_keys`` (a file that
+    is applied on top of another, such as ``evaluate.json`` on ``train.json``), kept as a ``+key``.
     """
     import copy
 
@@ -227,6 +235,8 @@ def compose_layers(files: list[str | os.PathLike]) -> dict:
             value = copy.deepcopy(value)
             if key.startswith("+"):
                 target = _get_nested(out, key[1:])
+                if target is None:
+                    target = out.get(key)  # an earlier layer's merge key that had nothing to merge into either
                 if isinstance(target, dict) and isinstance(value, dict):
                     target.update(value)
                     continue
@@ -235,7 +245,8 @@ def compose_layers(files: list[str | os.PathLike]) -> dict:
                     continue
                 if target is not None:
                     raise ValueError(f"{f}: {key!r} merges a {type(value).__name__} into a {type(target).__name__}")
-                key = key[1:]  # nothing to merge into: copied, as MONAI does
+                if not keep_merge_keys:
+                    key = key[1:]  # nothing to merge into: copied, as MONAI does
             if "#" in key and _set_nested(out, key, value):
                 continue
             out[key] = value
@@ -266,7 +277,7 @@ def flatten_configs(bundle: str | os.PathLike, dest: str | os.PathLike) -> list[
         layers = config_layers(root, name)
         if name.endswith(".json"):
             with open(dest / name, "w", encoding="utf-8") as f:
-                json.dump(compose_layers(layers), f, indent=4)
+                json.dump(compose_layers(layers, keep_merge_keys=name in _APPLIED_ON_TOP), f, indent=4)
                 f.write("\n")
         elif layers[-1].resolve() != (dest / name).resolve():
             shutil.copy2(layers[-1], dest / name)

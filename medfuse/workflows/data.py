@@ -281,11 +281,16 @@ def resolve_classes(
     Order of precedence: the manifest's ``classes`` (checked against ``expected`` when given);
     ``classes`` in ``run_info.json`` beside ``checkpoint``; ``expected``.
 
+    With ``expected`` given (an exported bundle's configs carry the trained classes), a manifest
+    file that does not exist is not needed to name the classes: the network can be built (and
+    ``verify_net_in_out`` / ``ckpt_export`` run) without data; whatever reads the manifest's items
+    still raises its ``ManifestError``.
+
     Raises:
         ManifestError: when the manifest's classes differ from ``expected``.
         DataError: when no source names the classes.
     """
-    if manifest:
+    if manifest and (expected is None or Path(manifest).is_file()):
         return manifest_classes(manifest, expected)
     if checkpoint:
         from medfuse.workflows.runs import read_run_info

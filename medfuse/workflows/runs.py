@@ -455,4 +455,3 @@ def read_run_info(run_dir: str | os.PathLike, info_filename: str = "run_info.jso
         return {}
     with open(p, encoding="utf-8") as f:
         return json.load(f)
-

@@ -39,6 +39,8 @@ __all__ = [
     "default_schema_path",
     "check_required_files",
     "check_json_format",
+    "check_pretty_json",
+    "pretty_json",
     "json_indent_problem",
     "check_metadata_schema",
     "check_version",
@@ -75,15 +77,21 @@ def parse_version(text: str, where: str = "version") -> tuple[int, int, int]:
     return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
+#: the schema shipped with medfuse (``medfuse/zoo/schema/``, package data; see its README.md)
+SHIPPED_SCHEMA = Path(__file__).resolve().parent / "schema" / SCHEMA_NAME
+
+
 def default_schema_path() -> Path | None:
     """The offline MONAI metadata schema, when there is one.
 
-    Looked for as ``monai_schema/meta_schema_20240725.json`` in the shared data folder
-    (``$MEDFUSE_SHARED_DATA``, or ``shared/data`` beside the checkout), then in
-    ``../shared/data`` from the working directory (an installed medfuse has no checkout).
+    The copy shipped in the package (:data:`SHIPPED_SCHEMA`); else, for an install without it,
+    ``monai_schema/meta_schema_20240725.json`` in the shared data folder (``$MEDFUSE_SHARED_DATA``,
+    or ``shared/data`` beside the checkout), then in ``../shared/data`` from the working directory.
     """
     from medfuse.utils.paths import shared_data_dir
 
+    if SHIPPED_SCHEMA.is_file():
+        return SHIPPED_SCHEMA
     roots = [shared_data_dir(), Path.cwd().parent / "shared" / "data"]
     for root in roots:
         if root is not None and (root / "monai_schema" / SCHEMA_NAME).is_file():
@@ -171,6 +179,47 @@ def check_json_format(bundle_dir: str | os.PathLike) -> None:
                 f"{path}: {problem}; the zoo wants 4-space indentation: reformat it, for example with "
                 f"python -m json.tool --indent 4 --no-ensure-ascii {path.name} > tmp.json && mv tmp.json {path.name}",
             )
+
+
+def pretty_json(obj: Any) -> str:
+    """``obj`` as the MONAI model zoo's pre-commit hook ``pretty-format-json --autofix --no-sort-keys --indent=4``
+    writes it: ``json.dumps`` with 4-space indentation, keys in their order, non-ASCII escaped, a final newline.
+
+    (The hook itself, from the pre-commit-hooks package, is not a dependency: it is this one ``json.dumps`` call.)
+    """
+    return json.dumps(obj, indent=4, ensure_ascii=True, separators=(",", ": ")) + "\n"
+
+
+def check_pretty_json(folder: str | os.PathLike, skip: Sequence[str] = ("models",)) -> int:
+    """Every ``*.json`` under ``folder`` (but the top-level folders in ``skip``) is in :func:`pretty_json` form.
+
+    Returns:
+        the number of files checked.
+
+    Raises:
+        ZooCheckError: naming the first file the zoo's pre-commit would rewrite, and its first differing line.
+    """
+    root = Path(folder)
+    count = 0
+    for path in sorted(root.rglob("*.json")):
+        if path.relative_to(root).parts[0] in skip:
+            continue
+        text = path.read_text(encoding="utf-8")
+        try:
+            want = pretty_json(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ZooCheckError("json format", f"{path}: not valid JSON ({e.msg} at line {e.lineno}); fix the syntax") from e
+        if text != want:
+            have_lines, want_lines = text.splitlines(), want.splitlines()
+            line = next((i for i, (a, b) in enumerate(zip(have_lines, want_lines), 1) if a != b),
+                        min(len(have_lines), len(want_lines)) + 1)
+            raise ZooCheckError(
+                "json format",
+                f"{path}: line {line} differs from the zoo's pretty-format-json form (4-space indent, one list item per "
+                "line, keys unsorted, ASCII); rewrite it with json.dumps(obj, indent=4) plus a final newline",
+            )
+        count += 1
+    return count
 
 
 def check_metadata_schema(meta_file: str | os.PathLike, schema_file: str | os.PathLike | None = None) -> Path:

@@ -36,11 +36,12 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_text, sha256_file
@@ -49,14 +50,38 @@ from medfuse.workflows.checkpoints import load_weights
 from medfuse.zoo import checks
 from medfuse.zoo.checks import ZooCheckError
 from medfuse.zoo.configs import bake_config, is_literal, run_setting_keys
+from medfuse.zoo.model_card import write_data_license, write_model_card
 from medfuse.zoo.release import _append_release_notes, _large_files_yaml, _manifest_record, _url, _write_zip
-from medfuse.zoo.roundtrip import ATOL, RTOL, _export_onnx, _export_torchscript
+from medfuse.zoo.formats import FormatCheck, export_onnx, export_pt2, parse_formats, require_onnx
+from medfuse.zoo.roundtrip import ATOL, RTOL, _export_torchscript
 
 __all__ = ["ExportResult", "RTOL", "ATOL", "export_bundle", "find_weights", "MODEL_INFO", "release_name"]
 
 MODEL_INFO = "model_info.json"
 _SKIP_DIRS = {"models", "runs", "eval", "__pycache__", ".ipynb_checkpoints"}
+#: files of the training run beside its ``model.pt`` that travel with the weights into ``models/`` when present
+#: (append to it for more run files; each is listed with its SHA-256 in the index and the release notes)
+CARRIED_RUN_FILES: list[str] = ["calibration.json", "ood.json", "ensemble.json"]
+#: the package whose copy an exported bundle carries under ``scripts/`` (see :func:`_vendor_code`)
+VENDORED = "medfuse"
+_SCRIPTS_IMPORT = "$import scripts"
+_SCRIPTS_INIT = '''# Copyright (c) medfuse contributors
+# Licensed under the Apache License, Version 2.0
+"""The code of this bundle: a copy of medfuse {version} in scripts/medfuse, written by medfuse export.
 
+The configs import this package first ("$import scripts"). It puts this folder at the front of
+sys.path, so that "import medfuse" in the configs finds the copy these weights were exported
+with, without medfuse being installed. When this folder is not on the Python path (the configs
+run from elsewhere), MONAI's optional import skips it and an installed medfuse is used.
+"""
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+'''
 
 
 @dataclass
@@ -78,6 +103,7 @@ class ExportResult:
     onnx: str
     data_license: str = ""
     warnings: list[str] = field(default_factory=list)
+    formats: list[FormatCheck] = field(default_factory=list)
 
     def format(self) -> str:
         """A short human-readable summary."""
@@ -90,7 +116,9 @@ class ExportResult:
         )
         lines.append(f"  data licence: {self.data_license}" + (" (NON-COMMERCIAL)" if checks.is_non_commercial(self.data_license) else ""))
         lines.append(f"  calibration: {self.calibration if self.calibration else 'none beside the weights (not exported)'}")
-        lines.append(f"  ONNX: {self.onnx}")
+        lines += [f"  {check.format()}" for check in self.formats]
+        if not any(c.fmt == "onnx" for c in self.formats):
+            lines.append(f"  ONNX: {self.onnx}")
         lines.append(f"  bundle: {self.bundle_dir}")
         lines.append(f"  release: {self.release} (sha256 {self.checksum})")
         lines.append(f"  zoo index: {self.model_info}")
@@ -171,7 +199,7 @@ def _classes_from_metadata(metadata: Mapping[str, Any]) -> list[str] | None:
 
 def _update_metadata(
     metadata: dict, version: str, changelog: str | None, classes: list[str] | None, settings: Mapping[str, Any],
-    data_source: str | None, data_license: str | None,
+    data_source: str | None, data_license: str | None, pins: Mapping[str, str] | None = None,
 ) -> dict:
     import monai
     import numpy
@@ -191,10 +219,10 @@ def _update_metadata(
     meta["monai_version"] = monai.__version__.split("+")[0]
     meta["pytorch_version"] = torch.__version__.split("+")[0]
     meta["numpy_version"] = numpy.__version__
-    req = dict(meta.get("required_packages_version") or {})
-    if "medfuse" in req or _uses_medfuse(meta):
-        req["medfuse"] = __version__
+    req = {k: v for k, v in (meta.get("required_packages_version") or {}).items() if k != VENDORED}
+    req.update(pins or {})  # medfuse itself travels as code (scripts/medfuse); its requirements are pinned instead
     meta["required_packages_version"] = req
+    meta["medfuse_code"] = {"version": __version__, "path": f"scripts/{VENDORED}"}
     fmt = meta.get("network_data_format", {})
     if classes:
         for section in ("outputs", "post_processed_outputs"):
@@ -215,23 +243,86 @@ def _uses_medfuse(meta: Mapping[str, Any]) -> bool:
     return "medfuse" in json.dumps(meta.get("required_packages_version", {}))
 
 
-def _dumps(obj: Any, depth: int = 0, width: int = 100) -> str:
-    """JSON with 4-space indentation; short lists of numbers or strings stay on one line."""
-    pad = " " * (4 * (depth + 1))
-    if isinstance(obj, dict) and obj:
-        items = [f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {_dumps(v, depth + 1, width)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + " " * (4 * depth) + "}"
-    if isinstance(obj, list) and obj:
-        inline = json.dumps(obj, ensure_ascii=False)
-        scalars = all(v is None or isinstance(v, (bool, int, float, str)) for v in obj)
-        if scalars and len(inline) + 4 * depth <= width:
-            return inline
-        return "[\n" + ",\n".join(pad + _dumps(v, depth + 1, width) for v in obj) + "\n" + " " * (4 * depth) + "]"
-    return json.dumps(obj, ensure_ascii=False)
+def _vendor_code(stage: Path) -> Path:
+    """Copy the medfuse package into ``<stage>/scripts/medfuse`` and write ``scripts/__init__.py``.
+
+    Why a copy and not a wheel: the zoo's CI installs a bundle's dependencies from the metadata's
+    ``*_packages_version`` as ``name==version`` lines from the package index
+    (``ci/get_bundle_requirements.py``), before it downloads the large files; no index serves
+    medfuse, and a wheel inside the release is neither on an index nor downloaded at that point.
+    The zoo puts the bundle folder on ``sys.path`` instead (``ci/verify_bundle.py``, the unit
+    tests; ``python -m`` run from inside the bundle folder does too), which is where
+    ``scripts/`` code is found. Only modules and package data (``.py``, ``.json``, ``.md``) are copied.
+    """
+    import medfuse
+
+    src = Path(medfuse.__file__).resolve().parent
+    dest = stage / "scripts" / VENDORED
+    if dest.exists():
+        raise ZooCheckError("code", f"{stage.name}: the bundle has its own scripts/{VENDORED}; rename it (medfuse export "
+                            "writes its copy of medfuse there)")
+    def ignore(folder: str, names: list[str]) -> set[str]:  # the package's modules and data, nothing else
+        return {n for n in names if n == "__pycache__" or (not os.path.isdir(os.path.join(folder, n))
+                                                            and not n.endswith((".py", ".json", ".md")))}
+
+    shutil.copytree(src, dest, ignore=ignore)
+    init = stage / "scripts" / "__init__.py"
+    if init.is_file():
+        raise ZooCheckError("code", f"{init}: the bundle has its own scripts package; medfuse export writes scripts/__init__.py")
+    atomic_write_text(init, _SCRIPTS_INIT.format(version=medfuse.__version__))
+    return dest
+
+
+def _with_scripts_import(config: dict) -> dict:
+    """``config`` with ``"$import scripts"`` first in its ``imports`` when it imports medfuse (see :func:`_vendor_code`)."""
+    imports = config.get("imports")
+    if not isinstance(imports, list) or _SCRIPTS_IMPORT in imports:
+        return config
+    if not any(isinstance(i, str) and re.search(rf"\b{VENDORED}\b", i) for i in imports):
+        return config
+    return {**config, "imports": [_SCRIPTS_IMPORT, *imports]}
+
+
+def _runtime_requirements() -> tuple[dict[str, str], str]:
+    """``({distribution: installed version}, "")`` of what medfuse needs at run time (monai, torch, numpy left to
+    their own metadata keys), or ``({}, why)`` when medfuse's distribution metadata is not here.
+
+    Read from the installed distribution's ``Requires-Dist`` (extras and environment markers skipped), so the
+    exported metadata pins exactly the packages the copied code imports, at the versions it was checked with.
+    """
+    import configparser
+    from importlib import metadata as md
+
+    import medfuse
+
+    setup_cfg = Path(medfuse.__file__).resolve().parents[1] / "setup.cfg"
+    if setup_cfg.is_file():  # a checkout: its setup.cfg, not the metadata of an older install, lists what the code needs
+        cfg = configparser.ConfigParser()
+        cfg.read(setup_cfg, encoding="utf-8")
+        lines = cfg.get("options", "install_requires", fallback="").splitlines()
+        requires = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    else:
+        try:
+            requires = md.requires(VENDORED) or []
+        except md.PackageNotFoundError:
+            return {}, f"{VENDORED} is not installed (no distribution metadata): its requirements could not be pinned"
+    pins: dict[str, str] = {}
+    for req in requires:
+        if ";" in req:  # an extra or a platform marker
+            continue
+        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+        if not m or m.group(1).lower() in ("monai", "torch", "numpy"):
+            continue
+        try:
+            pins[m.group(1)] = md.version(m.group(1))
+        except md.PackageNotFoundError:
+            return {}, f"{m.group(1)}, a requirement of {VENDORED}, is not installed"
+    return pins, ""
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, _dumps(obj) + "\n")
+    """JSON in the form of the zoo's pre-commit ``pretty-format-json --autofix --no-sort-keys --indent=4``."""
+    atomic_write_text(path, checks.pretty_json(obj))
 
 
 def _last_exported(zoo: Path, name: str) -> str | None:
@@ -355,18 +446,20 @@ class _Export:
         from medfuse.workflows.ensemble import ENSEMBLE_FILE, ensemble_configs
 
         if (self.weights_path.parent / ENSEMBLE_FILE).is_file():  # every member's weights are in model.pt
-            shutil.copy2(self.weights_path.parent / ENSEMBLE_FILE, stage / "models" / ENSEMBLE_FILE)
-            ensemble_configs(stage / "configs", self.weights_path.parent)
-        calibration = self.weights_path.parent / "calibration.json"
-        if calibration.is_file():
-            shutil.copy2(calibration, stage / "models" / "calibration.json")
-        else:
-            calibration = None
-        self.calibration = calibration
-        ood = self.weights_path.parent / "ood.json"  # the OOD model travels with the weights it was fitted on
-        self.ood = ood if ood.is_file() else None
-        if self.ood is not None:
-            shutil.copy2(ood, stage / "models" / "ood.json")
+            ensemble_configs(stage / "configs", self.weights_path.parent)  # ensemble.json itself is carried below
+        # the run's files that belong to the weights (CARRIED_RUN_FILES), JSON rewritten in the zoo's form
+        self.carried: dict[str, Path] = {}
+        for name in CARRIED_RUN_FILES:
+            src = self.weights_path.parent / name
+            if src.is_file():
+                if name.endswith(".json"):
+                    _write_json(stage / "models" / name, _read_json(src))
+                else:
+                    shutil.copy2(src, stage / "models" / name)
+                self.carried[f"models/{name}"] = src
+        self.calibration = self.carried.get("models/calibration.json")
+        self.ood = self.carried.get("models/ood.json")  # the OOD model travels with the weights it was fitted on
+        _vendor_code(stage)
 
     def configs(self, changelog: str | None, data_source: str | None, data_license: str | None) -> None:
         """Write the run's settings and classes into the staged configs, the release facts into its metadata."""
@@ -375,15 +468,18 @@ class _Export:
         classes = run_info.get("classes") or _classes_from_metadata(metadata)
         classes = [str(c) for c in classes] if classes else None
         for path, raw in _read_bundle_configs(stage / "configs").items():
-            baked = bake_config(raw, settings, classes if run_info.get("classes") else None)
-            if baked != raw:
-                _write_json(path, baked)
+            baked = _with_scripts_import(bake_config(raw, settings, classes if run_info.get("classes") else None))
+            _write_json(path, baked)  # every config in the zoo's pretty-format-json form
         record = _manifest_record(run_info)
         if record and not data_source and metadata.get("data_source"):
             counts = ", ".join(f"{n} {s}" for s, n in record["items"].items())
             data_source = (f"{metadata['data_source']} These weights: trained on the manifest {record['file']} "
                            f"(sha256 {record['sha256'][:12]}, written by {record['tool'] or 'unknown tool'}; {counts}).")
-        new_meta = _update_metadata(metadata, self.version, changelog, classes, settings, data_source, data_license)
+        pins, why = _runtime_requirements()
+        if why:
+            self.warnings.append(f"{why}; the exported metadata's required_packages_version lists only what the bundle's "
+                                 "own metadata names: check it before publishing")
+        new_meta = _update_metadata(metadata, self.version, changelog, classes, settings, data_source, data_license, pins)
         self.meta_file = stage / "configs" / "metadata.json"
         _write_json(self.meta_file, new_meta)
         if settings:
@@ -394,6 +490,8 @@ class _Export:
         """The zoo's checks on the staged bundle: format, schema, version, licence, paths, properties, net in/out."""
         stage, new_meta, done, zoo, name = self.stage_dir, self.new_meta, self.done, self.zoo, self.name
         checks.check_json_format(stage)
+        checks.check_pretty_json(stage)
+        done.append("json in pretty-format-json form (4-space indent, keys unsorted)")
         if not self.skip_schema:
             schema_used = checks.check_metadata_schema(self.meta_file, schema)
             done.append(f"metadata schema (exported, {schema_used.name})")
@@ -433,27 +531,33 @@ class _Export:
         done.append("verify_net_in_out")
         self.licence, self.overrides = licence, overrides
 
-    def export_weights(self, trace: bool, onnx: bool) -> None:
-        """TorchScript export with its round-trip checks; ONNX when asked."""
+    def export_weights(self, trace: bool, formats: tuple[str, ...]) -> None:
+        """TorchScript export with its round-trip checks, then the other ``formats`` (pt2, onnx) with theirs."""
         stage = self.stage_dir
         infer_cfg = checks._config_files(stage, "infer")
         self.diff, self.sub_diff = _export_torchscript(stage, infer_cfg, self.overrides, self.new_meta, trace, self.tmp)
         self.done.append("TorchScript export (ckpt_export) and round trip")
-        self.onnx_note = _export_onnx(stage, infer_cfg, self.overrides, self.new_meta) if onnx else "not requested (--onnx)"
-        if onnx:
-            self.done.append("ONNX export")
+        self.formats = [FormatCheck("torchscript", "models/model.ts", self.diff, self.sub_diff,
+                                    "torch.jit.trace" if trace else "torch.jit.script")]
+        self.onnx_note = "not requested (--format)"
+        exporters = {"pt2": export_pt2, "onnx": export_onnx}
+        for fmt in formats:
+            if fmt in exporters:
+                self.formats.append(exporters[fmt](stage, infer_cfg, self.overrides, self.new_meta, self.tmp))
+                self.done.append(f"{fmt} export and round trip")
+        if "onnx" in formats:
+            self.onnx_note = self.formats[-1].format()
 
     def docs(self, url_template: str | None, trace: bool) -> None:
         """``large_files.yml`` (weights are not kept in the zoo folder) and the release notes in docs/README.md."""
         stage, name, version = self.stage_dir, self.name, self.version
         # large files: weights are not kept in the zoo folder
         self.rel = release_name(name, version)
-        self.large = large = [p for p in ("models/model.pt", "models/model.ts", "models/model.onnx") if (stage / p).is_file()]
+        self.large = large = [p for p in ("models/model.pt", "models/model.ts", "models/model.pt2", "models/model.onnx")
+                              if (stage / p).is_file()]
         self.files = files = {p: sha256_file(stage / p) for p in large}
-        if self.calibration is not None:
-            files["models/calibration.json"] = sha256_file(stage / "models" / "calibration.json")
-        if self.ood is not None:
-            files["models/ood.json"] = sha256_file(stage / "models" / "ood.json")
+        for rel in self.carried:
+            files[rel] = sha256_file(stage / rel)
         self.template = template = url_template or "{zoo_uri}/files/{name}_v{version}/{path}"
         entries = [
             {"path": p, "url": _url(template, self.zoo, name, version, p), "hash_val": files[p], "hash_type": "sha256"}
@@ -466,6 +570,13 @@ class _Export:
         )
         atomic_write_text(stage / "large_files.yml", _large_files_yaml(entries, note))
 
+        import monai
+        import torch
+
+        non_commercial = checks.is_non_commercial(self.licence)
+        write_data_license(stage, self.new_meta, non_commercial)
+        write_model_card(stage, self.bundle / "docs" / "README.md", self.new_meta, non_commercial=non_commercial,
+                         run_info=self.run_info, torch_version=torch.__version__, monai_version=monai.__version__)
         _append_release_notes(stage / "docs" / "README.md", name, version, self.new_meta, self.settings, self.classes,
                               files, self.diff, self.sub_diff, trace, self.calibration is not None)
 
@@ -522,6 +633,8 @@ class _Export:
             "classes": self.classes,
             "trained_settings": self.settings,
             "training_manifest": self.record,
+            "formats": {c.fmt: {"file": c.path, "max_abs_diff": c.max_abs_diff,
+                                "fresh_process_max_abs_diff": c.fresh_process_max_abs_diff} for c in self.formats},
             "round_trip": {"max_abs_diff": self.diff, "fresh_process_max_abs_diff": self.sub_diff, "rtol": RTOL,
                            "atol": ATOL, "method": "trace" if trace else "script"},
             "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -534,7 +647,7 @@ class _Export:
             name=name, version=version, bundle_dir=self.final, release=self.release, model_info=info_path,
             checksum=self.checksum, files=self.files, checks=self.done, round_trip_max_abs_diff=self.diff,
             subprocess_max_abs_diff=self.sub_diff, weights=self.weights_path, calibration=self.calibration,
-            onnx=self.onnx_note, data_license=licence, warnings=self.warnings,
+            onnx=self.onnx_note, data_license=licence, warnings=self.warnings, formats=self.formats,
         )
 
 
@@ -553,13 +666,15 @@ def export_bundle(
     manifest: str | os.PathLike | None = None,
     trace: bool = False,
     onnx: bool = False,
+    formats: str | Sequence[str] | None = None,
     log=print,
     require_schema: bool = True,
 ) -> ExportResult:
     """Check a bundle the way the model zoo does, export TorchScript, write the zoo folder, release and index.
 
     Args:
-        bundle_dir: the bundle folder (``LICENSE``, ``configs/``, ``docs/`` ...).
+        bundle_dir: the bundle folder (``LICENSE``, ``configs/``, ``docs/`` ...), or a bundle's name (found as
+            :func:`medfuse.workflows.bundle.bundle_dir` finds it, also inside an installed medfuse).
         zoo_dir: the zoo folder to write into (created when missing).
         version: release version ``X.Y.Z``; default: the metadata's version.
         changelog: changelog text for ``version`` (added to the exported metadata).
@@ -576,7 +691,9 @@ def export_bundle(
         manifest: a manifest to build the workflows' properties with; default: the run's manifest
             (``run_info.json``). Without one, the properties are only looked up.
         trace: export with ``torch.jit.trace`` instead of ``torch.jit.script``.
-        onnx: also export ONNX (needs ``onnx``; checked with ``onnxruntime`` when installed).
+        onnx: also export ONNX (same as adding ``"onnx"`` to ``formats``).
+        formats: export formats, ``"torchscript,pt2,onnx"`` or a list (:mod:`medfuse.zoo.formats`); default
+            TorchScript and pt2. TorchScript is always among them: the model zoo loads ``models/model.ts``.
         log: progress printer.
         require_schema: when False and no schema file is given or found, the metadata is not checked
             against the schema and the result says so in its checks and warnings (the demo does this on
@@ -589,7 +706,23 @@ def export_bundle(
         ZooCheckError: at the first failing check (nothing is written to ``zoo_dir``).
         DataError: when the weights are missing.
     """
-    export = _Export(Path(bundle_dir), Path(zoo_dir), log)
+    chosen = parse_formats(formats)
+    if onnx and "onnx" not in chosen:
+        chosen = parse_formats([*chosen, "onnx"])
+    if "onnx" in chosen:
+        require_onnx()  # before any work
+    if "torchscript" not in chosen:
+        raise ZooCheckError("format", f"--format {','.join(chosen)}: torchscript is required: the model zoo's "
+                            "ci/verify_bundle.py exports and loads models/model.ts (add torchscript to --format)")
+    source = Path(bundle_dir)
+    if not source.is_dir() and os.sep not in str(bundle_dir) and "/" not in str(bundle_dir):
+        from medfuse.workflows.bundle import bundle_dir as find_bundle
+
+        try:  # a bundle name: ./bundles, the checkout's bundles/, or an installed medfuse's medfuse/bundles
+            source = find_bundle(str(bundle_dir))
+        except FileNotFoundError as e:
+            raise DataError(str(e)) from e
+    export = _Export(source, Path(zoo_dir), log)
     export.check_source(version, weights, url_template, schema, require_schema)
     zoo = export.zoo
     zoo.mkdir(parents=True, exist_ok=True)
@@ -598,7 +731,7 @@ def export_bundle(
         export.stage(tmp)
         export.configs(changelog, data_source, data_license)
         export.run_checks(schema, manifest)
-        export.export_weights(trace, onnx)
+        export.export_weights(trace, chosen)
         export.docs(url_template, trace)
         export.archive(url_template)
         return export.index(url_template, trace)

@@ -82,7 +82,6 @@ def _append_release_notes(readme: Path, name: str, version: str, meta: Mapping[s
                           classes: list[str] | None, files: Mapping[str, str], diff: float, sub_diff: float, trace: bool,
                           calibrated: bool) -> None:
     """Add a "Release" section to the exported model card: what these weights are and how to run them."""
-    req = meta.get("required_packages_version") or {}
     lines = [
         "", f"## Release {version} (exported by medfuse export)", "",
         f"Changelog: {(meta.get('changelog') or {}).get(version, '')}", "",
@@ -101,15 +100,15 @@ def _append_release_notes(readme: Path, name: str, version: str, meta: Mapping[s
         f"(and {sub_diff:.3g} when loaded with `torch.jit.load` in a process without medfuse; tolerance "
         f"rtol={RTOL}, atol={ATOL}). It runs with PyTorch alone.",
         "",
-        "The configs import medfuse: install it first (`pip install medfuse"
-        + (f"=={req['medfuse']}" if "medfuse" in req else "") + "`), then, from any working directory:",
+        "The configs import medfuse from the copy in `scripts/medfuse` (see Additional Usage Steps); from inside "
+        "the bundle folder, after installing the pinned packages:",
         "",
         "```bash",
-        f"python -m monai.bundle run --config_file {name}/configs/inference.json --input_dir <folder of DICOM/PNG/JPEG> \\",
+        f"cd {name}",
+        "python -m monai.bundle run --config_file configs/inference.json --input_dir <folder of DICOM/PNG/JPEG> \\",
         "    --output_dir <results folder>",
         "```",
         "",
     ]
     text = readme.read_text(encoding="utf-8") if readme.is_file() else f"# {name}\n"
     atomic_write_text(readme, text.rstrip("\n") + "\n" + "\n".join(lines))
-

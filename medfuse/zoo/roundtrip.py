@@ -1,7 +1,8 @@
 # Copyright (c) medfuse contributors
 # Licensed under the Apache License, Version 2.0
 """Weights export of :func:`medfuse.zoo.export.export_bundle`: TorchScript (``ckpt_export``)
-with its round-trip checks (in this process and in a fresh one without medfuse), and ONNX.
+with its round-trip checks (in this process and in a fresh one without medfuse); the other formats
+(pt2, ONNX) are in :mod:`medfuse.zoo.formats`.
 
 Round-trip tolerance: ``rtol=RTOL, atol=ATOL`` (see :mod:`medfuse.zoo.export`).
 """
@@ -144,43 +145,3 @@ def _export_torchscript(stage: Path, infer_cfg: list[str], overrides: dict, meta
     diff = _max_diff(got, expected)
     sub_diff = _check_in_fresh_process(ts_path, x, expected, tmp)
     return diff, sub_diff
-
-
-def _export_onnx(stage: Path, infer_cfg: list[str], overrides: dict, metadata: Mapping[str, Any]) -> str:
-    from monai.utils import optional_import
-
-    _, has_onnx = optional_import("onnx")
-    if not has_onnx:
-        raise ZooCheckError("onnx", "--onnx needs the 'onnx' package (pip install onnx; onnxruntime to run the check)")
-    import numpy as np
-    import torch
-    from monai.bundle import ConfigParser, onnx_export
-
-    path = stage / "models" / "model.onnx"
-    x = _fake_input(metadata, batch=1)
-    try:
-        onnx_export(
-            net_id="network_def", filepath=str(path), ckpt_file=str(stage / "models" / "model.pt"),
-            meta_file=str(stage / "configs" / "metadata.json"), config_file=infer_cfg,
-            input_shape=list(x.shape), **overrides,
-        )
-    except Exception as e:
-        raise ZooCheckError("onnx", f"{infer_cfg[0]}: ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-    ort, has_ort = optional_import("onnxruntime")
-    if not has_ort:
-        return "models/model.onnx written; onnxruntime not installed, so it was not run"
-    parser = ConfigParser()
-    parser.read_config(infer_cfg)
-    for k, v in overrides.items():
-        parser[k] = v
-    net = parser.get_parsed_content("network_def")
-    _load_weights(net, stage / "models" / "model.pt")
-    with torch.no_grad():
-        expected = net.eval()(x).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    diff = float(np.abs(got - expected).max())
-    if not np.allclose(got, expected, rtol=1e-3, atol=1e-4):
-        raise ZooCheckError("onnx", f"{path}: onnxruntime and checkpoint outputs differ (max |difference| {diff:.3g})")
-    return f"models/model.onnx checked with onnxruntime (max |difference| {diff:.3g}, rtol 1e-3, atol 1e-4)"
-

@@ -76,6 +76,16 @@ def test_classes(tmp_path):
     assert resolve_classes(expected=("x", "y")) == ["x", "y"]
     with pytest.raises(DataError, match="cannot tell the class names"):
         resolve_classes()
+    # an exported bundle names its classes: no manifest is needed to build its network ...
+    missing = tmp_path / "data" / "cxr_manifest.json"
+    assert resolve_classes(manifest=str(missing), expected=["normal", "opacity"]) == ["normal", "opacity"]
+    # ... but without them a missing manifest is still an error, and a present one is still checked
+    with pytest.raises(ManifestError, match="manifest not found"):
+        resolve_classes(manifest=str(missing))
+    with pytest.raises(ManifestError, match="do not match this bundle's classes"):
+        resolve_classes(manifest=path, expected=["x", "y"])
+    with pytest.raises(ManifestError, match="manifest not found"):
+        inference_items(manifest=str(missing), split="test")
 
 
 def test_class_weights_inverse_frequency(tmp_path):

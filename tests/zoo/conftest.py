@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
@@ -21,9 +20,12 @@ def zoo_bundles() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def schema(shared_data):
-    """The offline MONAI metadata schema (the test skips when the shared data is absent)."""
-    return require(shared_data / "monai_schema" / "meta_schema_20240725.json")
+def schema():
+    """The offline MONAI metadata schema shipped with medfuse (``medfuse/zoo/schema``)."""
+    from medfuse.zoo.checks import SHIPPED_SCHEMA
+
+    assert SHIPPED_SCHEMA.is_file(), f"{SHIPPED_SCHEMA} is missing from the package"
+    return SHIPPED_SCHEMA
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +70,24 @@ def copy_bundle(bundle: str, dst: Path) -> Path:
     target = dst / bundle
     shutil.copytree(BUNDLES / bundle, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, schema, tmp_path_factory):
+    """``exported(bundle) -> (ExportResult, run folder)``: the tiny run of ``bundle`` exported once per session into a
+    zoo folder of its own (demo data licence and source given)."""
+    from medfuse.zoo import export_bundle
+
+    cache: dict = {}
+
+    def export(bundle: str):
+        if bundle not in cache:
+            run_dir = trained_run(bundle)
+            zoo = tmp_path_factory.mktemp(f"zoo_{bundle}")
+            res = export_bundle(BUNDLES / bundle, zoo, weights=run_dir / "model.pt", schema=schema,
+                                data_source="medfuse synthetic demo data", data_license="Apache-2.0 (synthetic)",
+                                log=lambda m: None)
+            cache[bundle] = (res, run_dir)
+        return cache[bundle]
+
+    return export

@@ -55,16 +55,16 @@ def _jit_load_without_medfuse(ts_path: Path, meta: dict, cwd: Path) -> dict:
 
 
 @pytest.mark.parametrize("bundle", zoo_bundles())
-def test_every_bundle_exports(bundle, trained_run, schema, tmp_path):
-    run_dir = trained_run(bundle)
-    zoo = tmp_path / "zoo"
-    res = export_bundle(REPO / "bundles" / bundle, zoo, weights=run_dir / "model.pt", schema=schema,
-                        data_source="medfuse synthetic demo data", data_license="Apache-2.0 (synthetic)", log=lambda m: None)
+def test_every_bundle_exports(bundle, exported, tmp_path):
+    res, run_dir = exported(bundle)
+    zoo = res.bundle_dir.parent
     key = f"{bundle}_v{res.version}"
     # the checks that ran, in order
     assert res.checks[0] == "required files" and "verify_net_in_out" in res.checks
     assert any(c.startswith("workflow properties: train built, infer built") for c in res.checks)
-    assert res.checks[-1] == "TorchScript export (ckpt_export) and round trip"
+    assert res.checks[-2:] == ["TorchScript export (ckpt_export) and round trip", "pt2 export and round trip"]
+    assert [c.fmt for c in res.formats] == ["torchscript", "pt2"]
+    assert res.formats[1].max_abs_diff <= ATOL + RTOL and res.formats[1].fresh_process_max_abs_diff <= ATOL + RTOL
     assert res.round_trip_max_abs_diff <= ATOL + RTOL and res.subprocess_max_abs_diff <= ATOL + RTOL
     # zoo folder: the bundle without weights; large_files.yml lists them with SHA-256 and a working URL
     folder = zoo / bundle
@@ -72,7 +72,7 @@ def test_every_bundle_exports(bundle, trained_run, schema, tmp_path):
     for rel in ("LICENSE", "configs/metadata.json", "configs/inference.json", "docs/README.md"):
         assert (folder / rel).is_file(), rel
     large = yaml.safe_load((folder / "large_files.yml").read_text())["large_files"]
-    assert [e["path"] for e in large] == ["models/model.pt", "models/model.ts"]
+    assert [e["path"] for e in large] == ["models/model.pt", "models/model.ts", "models/model.pt2"]
     assert large[0]["hash_val"] == sha256_file(run_dir / "model.pt") and large[0]["hash_type"] == "sha256"
     # release archive: <name>/ with the weights and the TorchScript
     with zipfile.ZipFile(res.release) as zf:
@@ -306,15 +306,51 @@ def test_network_that_breaks_torchscript(schema, tmp_path):
     assert json.loads((tmp_path / "zoo" / "model_info.json").read_text())[f"{CXR}_v0.1.0"]["round_trip"]["method"] == "trace"
 
 
-def test_onnx_needs_onnx(cxr_weights, schema, tmp_path):
+def test_onnx_needs_the_extra(cxr_weights, schema, tmp_path):
     from monai.utils import optional_import
 
-    if optional_import("onnx")[1]:
-        pytest.skip("onnx is installed: the ONNX path is exercised instead of its error")
-    with pytest.raises(ZooCheckError, match=r"--onnx needs the 'onnx' package"):
-        export_bundle(REPO / "bundles" / CXR, tmp_path / "zoo", weights=cxr_weights, schema=schema, onnx=True,
+    if all(optional_import(m)[1] for m in ("onnx", "onnxruntime", "onnxscript")):
+        pytest.skip("medfuse[onnx] is installed: test_onnx_round_trip runs instead")
+    with pytest.raises(ZooCheckError, match=r"--format onnx needs .*pip install 'medfuse\[onnx\]'"):
+        export_bundle(REPO / "bundles" / CXR, tmp_path / "zoo", weights=cxr_weights, schema=schema, formats="torchscript,onnx",
                       log=lambda m: None)
     assert not (tmp_path / "zoo" / "model_info.json").exists()
+
+
+def test_onnx_round_trip(cxr_weights, schema, tmp_path):
+    from monai.utils import optional_import
+
+    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if not optional_import(m)[1]]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (pip install 'medfuse[onnx]')")
+    from medfuse.zoo.formats import ONNX_ATOL, ONNX_RTOL
+
+    res = export_bundle(REPO / "bundles" / CXR, tmp_path / "zoo", weights=cxr_weights, schema=schema,
+                        formats="torchscript,onnx", log=lambda m: None)
+    (onnx,) = [c for c in res.formats if c.fmt == "onnx"]
+    assert onnx.max_abs_diff <= ONNX_ATOL + ONNX_RTOL and onnx.fresh_process_max_abs_diff <= ONNX_ATOL + ONNX_RTOL
+    with zipfile.ZipFile(res.release) as zf:
+        assert f"{CXR}/models/model.onnx" in zf.namelist() and f"{CXR}/models/model.pt2" not in zf.namelist()
+
+
+def test_format_option(cxr_weights, schema, tmp_path, capsys):
+    from medfuse.commands.export import main
+    from medfuse.zoo.formats import parse_formats
+
+    assert parse_formats(None) == ("torchscript", "pt2") and parse_formats("onnx, torchscript") == ("torchscript", "onnx")
+    with pytest.raises(ZooCheckError, match=r"unknown format \['tflite'\]; choose from torchscript, pt2, onnx"):
+        parse_formats("torchscript,tflite")
+    with pytest.raises(ZooCheckError, match=r"torchscript is required: the model zoo"):
+        export_bundle(REPO / "bundles" / CXR, tmp_path / "zoo", weights=cxr_weights, schema=schema, formats="pt2")
+    assert main([str(REPO / "bundles" / CXR), "--out", str(tmp_path / "zoo"), "--weights", str(cxr_weights),
+                 "--format", "torchscript,pt2"]) == 0
+    out = capsys.readouterr().out
+    import re
+
+    for fmt, path in (("torchscript", "models/model.ts"), ("pt2", "models/model.pt2")):
+        m = re.search(rf"{fmt}: {path}, max \|difference\| (\S+) in this process, (\S+) in a fresh process without medfuse", out)
+        assert m, out
+        assert float(m.group(1)) <= ATOL + RTOL and float(m.group(2)) <= ATOL + RTOL
 
 
 def test_get_refuses_a_replaced_archive(cxr_weights, schema, tmp_path):

@@ -208,4 +208,3 @@ def _opt_dicom(seed: int, patient: dict, pid: str, volume: np.ndarray, lateralit
         "series_uid": ds.SeriesInstanceUID,
         "sop_uid": sop_uid,
     }
-

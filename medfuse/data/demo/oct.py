@@ -233,4 +233,3 @@ def oct_volume(
         eye["pit_scale"] = math.exp(-((offset / 1.2) ** 2))
         frames.append(oct_bscan(rng, size, cls, bits=bits, eye=eye))
     return np.stack(frames)
-

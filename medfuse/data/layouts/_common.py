@@ -141,4 +141,3 @@ def _finish(manifest: dict, report: ConversionReport) -> tuple[dict, ConversionR
         "duplicate_sets": len(report.duplicate_sets),
     }
     return manifest, report
-

@@ -402,4 +402,3 @@ def download_medmnist(
         raise DataError(f"{url}: downloaded file has MD5 {md5.hexdigest()}, expected {expected}; try again")
     os.replace(tmp, dest)
     return dest
-

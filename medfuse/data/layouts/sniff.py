@@ -84,4 +84,3 @@ def inspect_image(path: str | os.PathLike, check: str = "header", kind: str | No
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError ... on bad files
         return digest, f"{type(e).__name__}: {e}".splitlines()[0][:200]
     return digest, None
-
