@@ -45,7 +45,9 @@ def test_inference_on_a_mixed_pacs_folder(trained, demo_data, tmp_path, capsys):
     out = tmp_path / "pred"
     run_workflow(CFG / "inference.json", "infer", run_name="tiny", input_dir=str(folder), inference_dir=str(out),
                  **trained["tiny"])
-    closing = capsys.readouterr().out.strip().splitlines()[-1]
+    # the input check's count, then the bad-image line (none here) close the run
+    closing, bad = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert bad == "skipped images: none"
     assert closing.endswith("7 input(s): 3 scored, 4 not scored (body_part_not_accepted:HIP 1, modality_not_accepted:CT 1, "
                             "modality_not_accepted:MR 1, modality_not_accepted:US 1; see the input_check column)"), closing
     with open(out / "predictions.csv") as f:

@@ -218,13 +218,13 @@ def test_predictions_say_how_pred_was_decided(tmp_path):
     assert {r["threshold"] for r in rows} == {"0.3"} and {r["temperature"] for r in rows} == {"2"}
     for r in rows:
         assert r["pred"] == ("pos" if float(r["prob_pos"]) >= float(r["threshold"]) else "neg")
-    # without a calibration: T = 1, empty threshold, pred = arg-max
+    # without a calibration: T = 1, pred = arg-max, written as the threshold 0.5 of a two-class model (the same rule)
     plain = PredictionWriter(tmp_path / "plain", ["neg", "pos"])
     SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=DataLoader(items, batch_size=4), network=net,
                         postprocessing=Compose([Activationsd("pred", softmax=True)]), val_handlers=[plain]).run()
     with open(tmp_path / "plain" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["threshold"] for r in rows} == {""} and {r["temperature"] for r in rows} == {"1"}
+    assert {r["threshold"] for r in rows} == {"0.5"} and {r["temperature"] for r in rows} == {"1"}
     assert all(r["pred"] == ("pos" if float(r["prob_pos"]) > float(r["prob_neg"]) else "neg") for r in rows)
 
 
