@@ -62,6 +62,8 @@ _SKIP_DIRS = {"models", "runs", "eval", "__pycache__", ".ipynb_checkpoints"}
 #: files of the training run beside its ``model.pt`` that travel with the weights into ``models/`` when present
 #: (append to it for more run files; each is listed with its SHA-256 in the index and the release notes)
 CARRIED_RUN_FILES: list[str] = ["calibration.json", "ood.json", "ensemble.json"]
+#: the zoo's pre-commit ``check-added-large-files`` limit (1024 KB): bigger files go to ``large_files.yml``
+PRECOMMIT_MAX_BYTES = 1024 * 1024
 #: the package whose copy an exported bundle carries under ``scripts/`` (see :func:`_vendor_code`)
 VENDORED = "medfuse"
 _SCRIPTS_IMPORT = "$import scripts"
@@ -555,6 +557,9 @@ class _Export:
         self.rel = release_name(name, version)
         self.large = large = [p for p in ("models/model.pt", "models/model.ts", "models/model.pt2", "models/model.onnx")
                               if (stage / p).is_file()]
+        # a carried run file over the zoo's pre-commit size limit (e.g. the OOD model of a 2048-feature network)
+        # is a large file too: fetched with the weights, not kept in the zoo folder
+        large += [rel for rel in self.carried if (stage / rel).stat().st_size > PRECOMMIT_MAX_BYTES]
         self.files = files = {p: sha256_file(stage / p) for p in large}
         for rel in self.carried:
             files[rel] = sha256_file(stage / rel)

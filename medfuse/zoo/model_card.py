@@ -89,6 +89,17 @@ def _tags(name: str, meta: Mapping[str, Any]) -> str:
     return ", ".join(dict.fromkeys(tags + ["MONAI bundle", "medfuse"]))
 
 
+def _in_bundle_folder(text: str, name: str) -> str:
+    """``text`` with ``cd <name>`` first in every bash block that does not start with a ``cd``: each block copied
+    from the repository's README runs as it is from the folder the bundle was unpacked into."""
+    def fix(match: re.Match) -> str:
+        body = match.group(1)
+        first = next((ln for ln in body.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+        return match.group(0) if first.startswith("cd ") else f"```bash\ncd {name}\n{body}```"
+
+    return re.sub(r"```bash\n(.*?)```", fix, text, flags=re.S)
+
+
 def _usage(name: str, meta: Mapping[str, Any], configs: Sequence[str], has_train: bool) -> list[str]:
     pins = " ".join(f'"{p}"' for p in requirement_pins(meta))
     lines = [
@@ -136,7 +147,7 @@ def write_model_card(
     out += ["## **Model Description**", str(meta.get("description", "")), ""]
     for title in _DESCRIBE:
         if sections.get(title):
-            out += ["" if title == "Overview" else f"#### **{title}**", sections[title], ""]
+            out += ["" if title == "Overview" else f"#### **{title}**", _in_bundle_folder(sections[title], name), ""]
     out += ["## **Data**", str(meta.get("data_source", "")), "",
             f"Licence of the training data: {meta.get('data_license', '')} (also in `{DATA_LICENSE_FILE}`).", ""]
     if sections.get("Preprocessing"):
