@@ -96,8 +96,9 @@ def main(argv=None) -> dict:
     }
     print(json.dumps(result, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        from medfuse.utils.io import atomic_write_json
+
+        atomic_write_json(args.out, result, indent=2)
     return result
 
 

@@ -115,8 +115,9 @@ def main(argv=None) -> dict:
     result["gpu_rate"] = args.gpu_rate or None
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        from medfuse.utils.io import atomic_write_json
+
+        atomic_write_json(args.out, result, indent=2)
     return result
 
 

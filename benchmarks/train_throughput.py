@@ -260,8 +260,9 @@ def main(argv=None) -> dict:
     }
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        from medfuse.utils.io import atomic_write_json
+
+        atomic_write_json(args.out, result, indent=2)
     return result
 
 
