@@ -23,7 +23,6 @@ multi-output U-Net (``MultiOutputUNet``, segmentation + classification) against 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics

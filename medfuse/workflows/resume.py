@@ -28,7 +28,7 @@ from ignite.engine import Engine, Events
 
 from medfuse.errors import CheckpointError, DataError
 from medfuse.utils.distributed import is_main_process, unwrap_module
-from medfuse.utils.io import atomic_write_json, sha256_file
+from medfuse.utils.io import sha256_file
 from medfuse.workflows.checkpoints import read_checkpoint, strip_module_prefix
 from medfuse.workflows.handlers import scheduler_of
 from medfuse.workflows.runs import CHECKPOINT_NAME, read_run_info, update_run_info
