@@ -72,7 +72,13 @@ def test_every_bundle_exports(bundle, exported, tmp_path):
     for rel in ("LICENSE", "configs/metadata.json", "configs/inference.json", "docs/README.md"):
         assert (folder / rel).is_file(), rel
     large = yaml.safe_load((folder / "large_files.yml").read_text())["large_files"]
-    assert [e["path"] for e in large] == ["models/model.pt", "models/model.ts", "models/model.pt2"]
+    # the weights, then any run file carried with them that is over the zoo's pre-commit limit (not kept in the folder)
+    from medfuse.zoo.export import PRECOMMIT_MAX_BYTES
+
+    big_run_files = [f"models/{n}" for n in ("calibration.json", "ood.json", "ensemble.json")
+                     if (run_dir / n).is_file() and (run_dir / n).stat().st_size > PRECOMMIT_MAX_BYTES]
+    assert [e["path"] for e in large] == ["models/model.pt", "models/model.ts", "models/model.pt2", *big_run_files]
+    assert not any((folder / p).exists() for p in big_run_files)
     assert large[0]["hash_val"] == sha256_file(run_dir / "model.pt") and large[0]["hash_type"] == "sha256"
     # release archive: <name>/ with the weights and the TorchScript
     with zipfile.ZipFile(res.release) as zf:
