@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "ood-fit": "ood_fit",
     "cv": "cv",
+    "ensemble": "ensemble",
     "export": "export",
     "zoo": "zoo",
 }

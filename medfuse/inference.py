@@ -10,7 +10,12 @@
   ``models/calibration.json``), e.g. what ``medfuse zoo get`` unpacks;
 * a release archive ``<name>_v<version>.zip`` written by ``medfuse export`` (unpacked once into the cache folder
   ``$MEDFUSE_CACHE`` or ``~/.cache/medfuse``, keyed by its SHA-256);
-* ``zoo:NAME`` or ``zoo:NAME@VERSION`` from a local zoo (``zoo_dir=``, else ``$MEDFUSE_ZOO``, else ``./zoo``).
+* ``zoo:NAME`` or ``zoo:NAME@VERSION`` from a local zoo (``zoo_dir=``, else ``$MEDFUSE_ZOO``, else ``./zoo``);
+* an ensemble: a folder with ``ensemble.json`` (the ``cv/`` folder of ``medfuse cv``, or one written by
+  :func:`medfuse.workflows.ensemble.build_ensemble`), an exported ensemble bundle, or ``"run1,run2,..."`` (run
+  folders of one bundle, combined in memory: no ensemble calibration, so T = 1 and arg-max). Its probabilities are
+  the mean of the members' softmax probabilities; every prediction also carries ``member_disagreement`` and
+  ``mutual_info_members``, and :meth:`LoadedModel.cam` is the members' mean Grad-CAM.
 
 What is rebuilt, and from where (no ``monai.bundle`` config is parsed or run, no ``DataLoader`` is started):
 
@@ -322,22 +327,33 @@ class LoadedModel:
         return image, "ok"
 
     # ------------------------------------------------------------------ prediction
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(getattr(self.network, "reports_members", False))
+
     def _forward(self, images):
-        """Uncalibrated probabilities (N, C), entropy and mutual information (None without MC dropout)."""
+        """Uncalibrated probabilities (N, C) and mutual information (None without MC dropout); for an ensemble,
+        also ``{"member_disagreement", "mutual_info_members"}`` arrays (else an empty dict)."""
         import torch
 
         x = torch.stack([torch.as_tensor(i) for i in images]).to(self.device)
+        seed = int(self.settings.get("seed", 0) or 0)
         # the dropout masks come from a fixed seed on a forked RNG: the same input gives the same numbers each call,
         # and the caller's random state is left alone
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.settings.get("seed", 0) or 0))
-            if self.mc_samples > 0:
-                from medfuse.networks.uncertainty import mc_dropout_outputs
+            torch.manual_seed(seed)
+            from medfuse.networks.uncertainty import ENSEMBLE_KEYS, mc_dropout_outputs
 
+            if self.is_ensemble:  # as bundle inference does: mutual_info is the members' (plus dropout's), seeded per item
+                self.network.eval()
+                out = mc_dropout_outputs(self.network, x, self.mc_samples, seed=seed)
+                members = {k: out[k].float().cpu().numpy() for k in ENSEMBLE_KEYS}
+                return out["pred"].float().exp().cpu().numpy(), out["mutual_info"].float().cpu().numpy(), members
+            if self.mc_samples > 0:
                 out = mc_dropout_outputs(self.network, x, self.mc_samples)
-                return out["pred"].float().exp().cpu().numpy(), out["mutual_info"].float().cpu().numpy()
+                return out["pred"].float().exp().cpu().numpy(), out["mutual_info"].float().cpu().numpy(), {}
             self.network.eval()
-            return self.network(x).float().softmax(1).cpu().numpy(), None
+            return self.network(x).float().softmax(1).cpu().numpy(), None, {}
 
     def predict_images(self, images: Sequence[Any]) -> list[dict]:
         """Predictions of preprocessed images (each (C, H, W)); see :meth:`predict` for the keys."""
@@ -345,12 +361,13 @@ class LoadedModel:
 
         if not len(images):
             return []
-        probs, mi = self._forward(images)
+        probs, mi, members = self._forward(images)
         calibrated, decisions = apply_calibration(probs, self.calibration)
         ood_score, ood = self._ood(images)
         out = []
         for i, p in enumerate(calibrated):
             extra = {} if ood_score is None else {"ood_score": float(ood_score[i]), "ood": int(ood[i])}
+            extra.update({k: float(v[i]) for k, v in members.items()})
             out.append({
                 "probabilities": {c: float(v) for c, v in zip(self.classes, p)},
                 "pred": self.classes[int(decisions[i])],
@@ -448,7 +465,8 @@ def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | 
     """Load a trained medfuse classifier once, for many predictions.
 
     Args:
-        model: run folder, exported bundle folder, release zip, or ``zoo:NAME[@VERSION]`` (module docstring).
+        model: run folder, exported bundle folder, release zip, ``zoo:NAME[@VERSION]``, an ensemble folder, or
+            ``"run1,run2,..."`` (module docstring).
         device: torch device. Defaults to ``"cpu"``.
         mc_samples: Monte-Carlo dropout passes (0: one deterministic pass). Defaults to the run's ``mc_samples``.
         zoo_dir: the local zoo of ``zoo:NAME`` (default ``$MEDFUSE_ZOO`` or ``./zoo``).
@@ -465,6 +483,8 @@ def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | 
     from medfuse.evaluation.ood import find_ood, load_ood
     from medfuse.transforms import presets
 
+    if "," in str(model):
+        return _load_members([m.strip() for m in str(model).split(",") if m.strip()], device, mc_samples, zoo_dir)
     folder, kind = resolve_model_dir(model, zoo_dir)
     settings, net_def = model_settings(folder, kind)
     bundle = str(settings.get("bundle_name") or "")
@@ -473,7 +493,17 @@ def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | 
                         f"it loads {', '.join(EVAL_PRESETS)}")
     classes = _classes(folder, kind, settings)
     weights = folder / "model.pt" if kind == "run" else folder / "models" / "model.pt"
+    members = _ensemble_size(folder, kind)
+    if str(net_def["_target_"]).endswith(".EnsembleNet"):  # an exported ensemble: network_def wraps member_def
+        if not isinstance(settings.get("member_def"), dict):
+            raise DataError(f"{folder}: network_def is an EnsembleNet but the config has no member_def to rebuild")
+        members = members or int(net_def.get("num_members", 0))
+        net_def = settings["member_def"]
     network, net_kwargs = _build_network(net_def, settings, classes, folder)
+    if members:
+        from medfuse.networks.nets import EnsembleNet
+
+        network = EnsembleNet(member=network, num_members=members)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -501,6 +531,48 @@ def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | 
         loaded.input_checks.append(_dicom_guard(accepts))
     loaded.ood_model = load_ood(find_ood(weights))
     return loaded
+
+
+def _ensemble_size(folder: Path, kind: str) -> int:
+    """The number of members when ``folder`` holds an ensemble (its ``ensemble.json``), else 0."""
+    from medfuse.workflows.ensemble import read_ensemble
+
+    info = read_ensemble(folder if kind == "run" else folder / "models")
+    if info is None:
+        return 0
+    if len(info.get("members") or []) < 2:
+        raise DataError(f"{folder}: its ensemble.json lists {len(info.get('members') or [])} members; an ensemble needs two or more")
+    return len(info["members"])
+
+
+def _load_members(members: Sequence[str], device: Any, mc_samples: int | None, zoo_dir: Any) -> LoadedModel:
+    """The in-memory ensemble of ``run1,run2,...`` (:func:`load_model`): members of one bundle, classes, image size
+    and channels; each member's own calibration is dropped (the average of calibrated members is not calibrated)."""
+    from medfuse.networks.nets import EnsembleNet
+
+    if len(members) < 2:
+        raise DataError(f"{','.join(members)}: an ensemble needs two or more models separated by commas")
+    loaded = [load_model(m, device="cpu", mc_samples=mc_samples, zoo_dir=zoo_dir) for m in members]
+    first = loaded[0]
+    for ref, m in zip(members, loaded):
+        if m.is_ensemble:
+            raise DataError(f"{ref}: is itself an ensemble; list its member runs instead")
+        for what, mine, theirs in (("bundle", m.settings.get("bundle_name"), first.settings.get("bundle_name")),
+                                   ("classes", m.classes, first.classes),
+                                   ("image_size", m.settings.get("image_size"), first.settings.get("image_size")),
+                                   ("in_channels", m.settings.get("in_channels"), first.settings.get("in_channels"))):
+            if mine != theirs:
+                raise DataError(f"{ref}: {what} {mine!r} differs from {members[0]}'s {theirs!r}; ensemble members must "
+                                "be runs of one bundle with the same classes and input")
+    import torch
+
+    network = EnsembleNet([m.network for m in loaded]).to(torch.device(device)).eval()
+    out = LoadedModel(network, first.classes, first.transforms, None, first.settings, torch.device(device),
+                      first.mc_samples, first.source, first.kind)
+    out.weights, out.network_target, out.network_kwargs = [m.weights for m in loaded], "medfuse.networks.nets.EnsembleNet", first.network_kwargs
+    out.members = [m.source for m in loaded]
+    out.input_checks = list(first.input_checks)
+    return out
 
 
 def _accepts(folder: Path, kind: str, bundle: str) -> dict | None:
@@ -557,6 +629,11 @@ def write_results(path: str | os.PathLike, results: Sequence[Mapping[str, Any]],
         "temperature": [f"{r['temperature']:.6g}" for r in results],
         "input_check": [r["input_check"] for r in results],
     }
+    from medfuse.networks.uncertainty import ENSEMBLE_KEYS
+
+    for key in ENSEMBLE_KEYS:  # an ensemble's columns; unscored rows stay empty
+        if any(key in r for r in results):
+            extra[key] = [f"{r[key]:.6g}" if key in r else "" for r in results]
     if any("ood_score" in r for r in results):  # the model has an ood.json: unscored rows stay empty
         extra["ood_score"] = [f"{r['ood_score']:.6g}" if "ood_score" in r else "" for r in results]
         extra["ood"] = [r.get("ood", "") for r in results]

@@ -48,7 +48,8 @@ def build_parser(prog: str = "medfuse evaluate") -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--predictions", default=None, metavar="P.csv", help="predictions to evaluate (test cases)")
     mode.add_argument("--model", default=None, metavar="M",
-                      help="trained model (run folder, bundle folder, release zip, zoo:NAME) to predict --data first")
+                      help="trained model (run folder, bundle folder, release zip, zoo:NAME, ensemble folder or RUN1,RUN2,...) "
+                           "to predict --data first")
     p.add_argument("--data", default=None, metavar="FILE", help="manifest to evaluate --model on (with --model)")
     p.add_argument("--split", default="test", help="manifest split evaluated with --model (default test)")
     p.add_argument("--class-map", default=None, metavar="DATA=MODEL,...",

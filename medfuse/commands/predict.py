@@ -31,7 +31,8 @@ def build_parser(prog: str = "medfuse predict") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=HELP + ".")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or manifests (.json)")
     p.add_argument("--model", required=True, metavar="M",
-                   help="run folder, exported bundle folder, release .zip, or zoo:NAME[@VERSION]")
+                   help="run folder, exported bundle folder, release .zip, zoo:NAME[@VERSION], or an ensemble: a folder "
+                        "with ensemble.json (medfuse cv's cv/) or RUN1,RUN2,... (mean probabilities, uncalibrated)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--split", default="test", help="manifest split to predict (default test)")
     p.add_argument("--class-map", default=None, metavar="DATA=MODEL,...",
@@ -150,7 +151,9 @@ def _run(args: argparse.Namespace) -> int:
         f"model: {model.settings.get('bundle_name')} ({model.kind} {model.source}), classes {model.classes}",
         f"calibration: T = {model.temperature:.4g}" + ("" if model.calibration else " (none: uncalibrated)")
         + f"; {model.decision_rule}",
-        f"uncertainty: {'MC dropout, ' + str(model.mc_samples) + ' passes' if model.mc_samples else 'one pass (no mutual_info)'}",
+        f"uncertainty: {'MC dropout, ' + str(model.mc_samples) + ' passes' if model.mc_samples else 'one pass (no mutual_info)'}"
+        + (f"; ensemble of {len(model.network.members)} members (mean probabilities; member_disagreement, "
+           "mutual_info_members)" if model.is_ensemble else ""),
         f"inputs: {len(results)}, scored {len(scored)}, skipped {sum(skipped.values())}",
     ]
     lines += [f"  skipped ({n}): {reason}" for reason, n in skipped.most_common(5)]

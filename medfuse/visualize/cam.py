@@ -298,6 +298,8 @@ def compute_cam(
         raise ValueError(f"method must be one of {list(CAM_METHODS)}, got {method!r}")
     if target_layer == "auto":
         target_layer = default_target_layer(model)
+    if _is_ensemble_cam(model, target_layer):
+        return _ensemble_cam(model, images, target_layer, class_index, method, mask, dilate, normalize)
     if not isinstance(target_layer, str) or target_layer not in dict(model.named_modules()):
         hint = [n for n, _ in model.named_modules() if n and isinstance(target_layer, str) and n.endswith(target_layer)]
         raise ValueError(
@@ -351,6 +353,43 @@ def compute_cam(
             raw = raw * m
         out = _normalise(raw) if normalize else raw
     return out.to(out_device)
+
+
+def _is_ensemble_cam(model: nn.Module, target_layer: Any) -> bool:
+    """Whether ``target_layer`` asks for an ensemble's CAM, the members' mean (:func:`_ensemble_cam`): it is the
+    ensemble's own ``cam_layer`` (``members.0.<layer>``), or a member's layer name (``"refine"``) that the ensemble
+    itself lacks. Any other member layer named in full (``members.1.refine``) explains that member alone."""
+    if not (getattr(model, "reports_members", False) and isinstance(getattr(model, "members", None), nn.ModuleList)
+            and isinstance(target_layer, str)):
+        return False
+    names = dict(model.named_modules())
+    return target_layer == getattr(model, "cam_layer", None) or (
+        target_layer not in names and f"members.0.{target_layer}" in names)
+
+
+def _ensemble_cam(model: nn.Module, images: torch.Tensor, target_layer: str, class_index: ClassIndex, method: str,
+                  mask: Any, dilate: int, normalize: bool) -> torch.Tensor:
+    """The CAM of an ensemble (:class:`~medfuse.networks.nets.EnsembleNet`): every member's raw map at the same
+    layer, for the ensemble's class (its arg-max unless ``class_index``), averaged, then scaled.
+
+    The members' unscaled maps are averaged (not their per-image [0, 1] maps), so a member with more evidence
+    weighs more, as its logits do in the ensemble's mean probability.
+    """
+    layer = target_layer[len("members.0."):] if target_layer.startswith("members.0.") else target_layer
+    if class_index is None:
+        with torch.no_grad():
+            x = convert_to_tensor(images, track_meta=False).to(device=_module_device(model), dtype=torch.float32)
+            saved = [(m, m.training) for m in model.modules()]
+            model.eval()
+            try:
+                class_index = model(x).argmax(1).tolist()
+            finally:
+                for m, mode in saved:
+                    m.training = mode
+    maps = [compute_cam(member, images, target_layer=layer, class_index=class_index, method=method, mask=mask,
+                        dilate=dilate, normalize=False) for member in model.members]
+    mean = torch.stack(maps).mean(dim=0)
+    return _normalise(mean) if normalize else mean
 
 
 def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:

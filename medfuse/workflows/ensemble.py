@@ -10,7 +10,8 @@ architecture by ``run_setting``), a ``run_info.json`` and an ``ensemble.json``::
      "combine": "mean of the members' softmax probabilities", "classes": [...]}
 
 ``medfuse cv`` makes its ``cv/`` folder one (:func:`build_cv_ensemble`, calibrated on the manifest's
-``validation`` split); :func:`build_ensemble` makes one from any runs of one bundle (``--model run1,run2``).
+``validation`` split); :func:`build_calibrated_ensemble` (``medfuse ensemble RUN1,RUN2,... --out D``) makes one from
+any runs of one bundle, and ``medfuse.load_model("run1,run2")`` combines runs in memory.
 The bundles' evaluate and inference configs build their network with :func:`as_ensemble`, so
 ``--run_name cv`` (or ``--ckpt_path <ensemble>/model.pt``) evaluates and predicts with the ensemble, and
 ``medfuse export --weights <ensemble>/model.pt`` exports it. :func:`load_ensemble` returns the network in Python.
@@ -30,7 +31,7 @@ from medfuse.errors import DataError
 from medfuse.utils.io import atomic_write_json, sha256_file
 
 __all__ = ["ENSEMBLE_FILE", "COMBINE", "member_runs", "read_ensemble", "as_ensemble", "build_ensemble",
-           "load_ensemble", "build_cv_ensemble", "ensemble_configs"]
+           "load_ensemble", "build_cv_ensemble", "build_calibrated_ensemble", "ensemble_configs"]
 
 ENSEMBLE_FILE = "ensemble.json"
 COMBINE = "mean of the members' softmax probabilities (forward returns its log)"
@@ -169,27 +170,40 @@ def load_ensemble(spec: str | os.PathLike | Sequence[str | os.PathLike], device:
 
 def build_cv_ensemble(cv_dir: str | os.PathLike, bundle: str | os.PathLike, manifest: str | os.PathLike,
                       overrides: Mapping[str, Any] | None = None) -> dict:
-    """Make ``cv_dir`` the ensemble of its folds and calibrate it on the manifest's ``validation`` split.
+    """Make ``cv_dir`` the ensemble of its folds and calibrate it on the manifest's ``validation`` split
+    (:func:`build_calibrated_ensemble`)."""
+    return build_calibrated_ensemble(str(cv_dir), cv_dir, bundle, manifest, overrides, prefix="cv")
+
+
+def build_calibrated_ensemble(members: Sequence[str | os.PathLike] | str, out_dir: str | os.PathLike,
+                              bundle: str | os.PathLike, manifest: str | os.PathLike,
+                              overrides: Mapping[str, Any] | None = None, prefix: str = "ensemble") -> dict:
+    """Write the ensemble of ``members`` into ``out_dir`` (:func:`build_ensemble`) and calibrate it on the manifest's
+    ``validation`` split.
 
     The ensemble is run by the bundle's evaluate workflow on the validation split (uncalibrated:
     ``validation_eval/predictions.csv``); the temperature and the threshold (refused below
-    ``threshold_min_cases``) are fitted on those averaged probabilities into ``cv_dir/calibration.json``, which
-    records the sha256 of every member and of the ensemble's weights.
+    ``threshold_min_cases``) are fitted on those averaged probabilities into ``out_dir/calibration.json``, which
+    records the sha256 of every member and of the ensemble's weights. Without a validation split the ensemble is
+    left uncalibrated (T = 1, arg-max), and that is printed.
+
+    Returns:
+        ``{"ensemble": the ensemble.json record, "calibration": the calibration or None}``.
     """
     from medfuse.data.manifest import read_manifest
     from medfuse.evaluation.calibration import fit_calibration, save_calibration
     from medfuse.evaluation.predictions import read_predictions
     from medfuse.workflows.bundle import run_bundle
 
-    cv_dir = Path(cv_dir)
+    cv_dir = Path(out_dir)
     overrides = dict(overrides or {})
-    record = build_ensemble(str(cv_dir), cv_dir, manifest=manifest)
+    record = build_ensemble(members, cv_dir, manifest=manifest)
     result: dict[str, Any] = {"ensemble": record, "calibration": None}
     stale = cv_dir / "calibration.json"
     if stale.is_file():
         stale.unlink()  # refitted below for these weights
     if not read_manifest(manifest).get("validation"):
-        print(f"cv: {manifest} has no validation split: the ensemble is not calibrated (T = 1, arg-max)")
+        print(f"{prefix}: {manifest} has no validation split: the ensemble is not calibrated (T = 1, arg-max)")
         return result
     eval_dir = cv_dir / "validation_eval"
     run_bundle(bundle, "evaluate", manifest=str(manifest), output_dir=str(cv_dir.parent), run_name=cv_dir.name,
@@ -211,7 +225,7 @@ def build_cv_ensemble(cv_dir: str | os.PathLike, bundle: str | os.PathLike, mani
     )
     save_calibration(cv_dir / "calibration.json", cal)
     result["calibration"] = cal
-    print(f"cv: ensemble of {len(record['members'])} folds calibrated on {cal['fitted_on']['n']} validation cases: "
+    print(f"{prefix}: ensemble of {len(record['members'])} members calibrated on {cal['fitted_on']['n']} validation cases: "
           f"T = {cal['temperature']:.3f}, decision = {cal['decision']} -> {cv_dir / 'calibration.json'}")
     return result
 

@@ -63,3 +63,38 @@ def test_seeded_mc_dropout_is_reproducible_per_item_in_any_batch():
     torch.testing.assert_close(part, full[[4, 1]])
     other = mc_dropout_predict(model, x, samples=5, seed=8).probs
     assert not torch.allclose(other, full)  # the seed matters
+
+
+class _ConvMember(nn.Module):
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        self.cam_layer = "features"
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_ensemble_cam_is_the_mean_of_the_members_maps_for_the_ensemble_class():
+    from medfuse.visualize import compute_cam
+
+    members = [_ConvMember(s) for s in (0, 1, 2)]
+    net = EnsembleNet(members).eval()
+    assert net.cam_layer == "members.0.features"
+    x = torch.rand(3, 1, 12, 10)
+    with torch.no_grad():
+        cls = net(x).argmax(1).tolist()
+    raw = torch.stack([compute_cam(m, x, target_layer="features", class_index=cls, normalize=False) for m in members]).mean(0)
+    cam = compute_cam(net, x, target_layer=net.cam_layer)  # the ensemble's own layer: every member, averaged
+    assert cam.shape == (3, 1, 12, 10)
+    lo = raw.amin(dim=(2, 3), keepdim=True)
+    expected = (raw - lo) / (raw.amax(dim=(2, 3), keepdim=True) - lo).clamp_min(1e-12)
+    torch.testing.assert_close(cam, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(compute_cam(net, x, target_layer="auto"), cam)
+    torch.testing.assert_close(compute_cam(net, x, target_layer="features"), cam)  # a member's layer name
+    torch.testing.assert_close(compute_cam(net, x, target_layer=net.cam_layer, normalize=False), raw)
+    # a member's layer named in full is that layer's Grad-CAM of the ensemble's output, not the mean
+    alone = compute_cam(net, x, target_layer="members.1.features", class_index=cls)
+    assert alone.shape == cam.shape and not torch.allclose(alone, cam, atol=1e-3)

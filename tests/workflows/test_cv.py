@@ -217,3 +217,87 @@ def test_ensemble_exports_with_torchscript_round_trip(cv_run, tmp_path):
     assert (exported / "models" / "ensemble.json").is_file()
     # export stops on a failed round trip; the TorchScript of the averaged model is among the release's large files
     assert "models/model.ts" in (exported / "large_files.yml").read_text()
+    # the exported ensemble loads as the cv/ folder does (members, calibration)
+    import numpy as np
+
+    from medfuse import load_model
+
+    image = str(cv_run["manifest"].parent / json.loads(cv_run["manifest"].read_text())["validation"][0]["image"])
+    (release,) = zoo.rglob(f"{BUNDLE}_v*.zip")  # the folder in the zoo lists its weights as large files; the zip has them
+    a, b = load_model(release, mc_samples=0), load_model(cv_run["cv"], mc_samples=0)
+    assert a.is_ensemble and a.calibration is not None and a.temperature == pytest.approx(b.temperature)
+    np.testing.assert_allclose(list(a.predict(image)["probabilities"].values()),
+                               list(b.predict(image)["probabilities"].values()), atol=1e-5)
+
+
+def test_load_model_and_predict_use_the_ensemble(cv_run, tmp_path):
+    import csv
+
+    import numpy as np
+
+    from medfuse import load_model
+    from medfuse.commands.predict import main as predict_main
+    from medfuse.workflows.bundle import run_bundle
+
+    small = {k: cv_run["tiny"][k] for k in ("num_workers", "num_threads", "progress")}
+    res = run_bundle(BUNDLE, "evaluate", manifest=str(cv_run["manifest"]), output_dir=str(cv_run["out"]), run_name="cv",
+                     eval_split="validation", eval_dir=str(tmp_path / "val"), mc_samples=0, n_boot=0, gallery_size=0,
+                     batch_size=4, **small)
+    bundle_rows = list(csv.DictReader(open(res["predictions"])))
+    model = load_model(cv_run["cv"], mc_samples=0)
+    assert model.is_ensemble and len(model.network.members) == 3 and model.calibration is not None
+    images = [r["image"] for r in bundle_rows]
+    got = model.predict(images)
+    # the cv/ folder loads as the calibrated ensemble the bundle evaluates: same probabilities, same member columns
+    np.testing.assert_allclose([[g["probabilities"][c] for c in model.classes] for g in got],
+                               [[float(r[f"prob_{c}"]) for c in model.classes] for r in bundle_rows], atol=1e-4)
+    for key in ("member_disagreement", "mutual_info_members", "mutual_info"):
+        np.testing.assert_allclose([g[key] for g in got], [float(r[key]) for r in bundle_rows], atol=1e-4)
+    # run1,run2,run3: the same members combined in memory, uncalibrated (T = 1, arg-max)
+    runs = ",".join(str(cv_run["cv"] / f"fold_{k}") for k in (1, 2, 3))
+    loose = load_model(runs, mc_samples=0)
+    assert loose.is_ensemble and loose.calibration is None and loose.temperature == 1.0
+    raw = read_predictions(tmp_path / "val" / "predictions.csv")  # calibrated; undo T to compare the mean probabilities
+    import torch
+
+    with torch.no_grad():
+        x = torch.stack([torch.as_tensor(loose.preprocess(i)[0]) for i in images[:3]])
+        expected = torch.stack([m(x).softmax(1) for m in model.network.members]).mean(0).numpy()
+    np.testing.assert_allclose([[g["probabilities"][c] for c in loose.classes] for g in loose.predict(images[:3])],
+                               expected, atol=1e-5)
+    assert raw["probs"].shape[0] == len(images)
+    cams = model.cam(images[:2])
+    assert cams.shape == (2, 64, 64) and float(cams.max()) == pytest.approx(1.0)
+    # medfuse predict --model run1,run2,run3 writes the ensemble columns
+    out = tmp_path / "pred"
+    assert predict_main([images[0], images[1], "--model", runs, "--out", str(out), "--mc-samples", "0", "--cam"]) == 0
+    header = (out / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert {"member_disagreement", "mutual_info_members"} <= set(header)
+    assert len(list((out / "cam").glob("*.png"))) == 2
+    with pytest.raises(DataError, match="two or more"):
+        load_model(str(cv_run["cv"] / "fold_1") + ",")
+
+
+def test_ensemble_command_writes_a_calibrated_ensemble_folder(cv_run, tmp_path, capsys):
+    from medfuse import load_model
+    from medfuse.commands.ensemble import main as ensemble_main
+
+    small = cv_run["tiny"]
+    runs = [str(cv_run["cv"] / f"fold_{k}") for k in (1, 2)]
+    out = tmp_path / "ens"
+    args = [",".join(runs), "--out", str(out), "--manifest", str(cv_run["manifest"]), "--mc_samples", "0",
+            "--num_workers", str(small["num_workers"]), "--num_threads", str(small["num_threads"])]
+    assert ensemble_main(args) == 0
+    info = json.loads((out / "ensemble.json").read_text())
+    assert [m.split("/")[-1] for m in info["members"]] == ["fold_1", "fold_2"]
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["fitted_on"]["split"] == "validation" and cal["fitted_on"]["model_sha256"] == info["model_sha256"]
+    model = load_model(out, mc_samples=0)
+    assert model.is_ensemble and len(model.network.members) == 2
+    assert model.temperature == pytest.approx(cal["temperature"])
+    assert "2 members" in capsys.readouterr().out
+    # an ensemble is never written over one of its members; one run is no ensemble
+    assert ensemble_main([runs[0], runs[1], "--out", runs[0], "--no-calibration"]) == 1
+    assert "is one of the members" in capsys.readouterr().err
+    assert ensemble_main([runs[0], "--out", str(tmp_path / "one"), "--no-calibration"]) == 1
+    assert "at least two" in capsys.readouterr().err

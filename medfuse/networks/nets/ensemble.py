@@ -61,7 +61,8 @@ class EnsembleNet(nn.Module):
         self.eps = float(eps)
         layer = getattr(members[0], "cam_layer", None)
         if isinstance(layer, str):
-            self.cam_layer = f"members.0.{layer}"  # Grad-CAM explains the first member
+            # medfuse.visualize.compute_cam reads this name as "the mean of every member's CAM at <layer>"
+            self.cam_layer = f"members.0.{layer}"
 
     def member_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's softmax probabilities, ``(M, B, C, ...)``."""
