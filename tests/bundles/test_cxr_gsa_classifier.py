@@ -253,3 +253,29 @@ def test_ablation_script_on_demo_data(demo_data, tmp_path, capsys):
     again = json.loads(out.read_text())
     assert [r["reused_earlier_training"] for r in again["runs"]] == [True, True] and again["complete"]
     assert [r["auc"] for r in again["runs"]] == [r["auc"] for r in result["runs"][:2]]
+
+
+def test_map_learning_rate_scale(demo_data, tmp_path):
+    """gsa_lr_scale: the map's own parameter group (scaled rate, no weight decay); 1.0 keeps one group."""
+    from medfuse.workflows.gsa import optimizer_params
+
+    net = build_gsa_classifier("resnet18", gsa=True)
+    assert not isinstance(optimizer_params(net, 1e-3, 1.0), list)  # the default trains as before
+    groups = optimizer_params(net, 1e-3, 50)
+    assert groups[1]["lr"] == pytest.approx(0.05) and groups[1]["weight_decay"] == 0.0
+    assert [id(q) for q in groups[1]["params"]] == [id(net.gsa.z)]
+    assert len(groups[0]["params"]) + 1 == len(list(net.parameters()))
+    plain = build_gsa_classifier("resnet18", gsa=False)
+    assert not isinstance(optimizer_params(plain, 1e-3, 50), list)  # the ablation arm has no map to scale
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="gsa_lr_scale"):
+            optimizer_params(net, 1e-3, bad)
+    # through the bundle: one epoch moves the map's logits further with a larger scale
+    moved = {}
+    for scale in (1.0, 200.0):
+        out = tmp_path / f"s{scale}"
+        run_workflow(CFG / "train.json", "train", run_name="run",
+                     **tiny_overrides(demo_data["cxr"], out, epochs=1, gsa_lr_scale=scale))
+        z = torch.load(out / "run" / "model.pt", map_location="cpu", weights_only=True)["gsa.z"]
+        moved[scale] = float((z - 3.0).abs().max())
+    assert moved[200.0] > 10 * moved[1.0]
