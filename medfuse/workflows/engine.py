@@ -22,6 +22,9 @@ import warnings
 from typing import Any, Sequence
 
 import torch
+from monai.data import CacheDataset
+
+from medfuse.errors import DataError, input_cause
 
 __all__ = [
     "flag",
@@ -413,7 +416,8 @@ def make_dataset(
         rate = float(cache_rate)
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"cache_rate must be in [0, 1], got {cache_rate!r}")
-        ds = CacheDataset(data=data, transform=transform, cache_rate=rate, num_workers=int(num_workers), progress=False)
+        ds = _InputErrorCacheDataset(data=data, transform=transform, cache_rate=rate, num_workers=int(num_workers),
+                                     progress=False)
     elif mode == "disk":
         if not cache_dir:
             raise ValueError("cache='disk' needs cache_dir (a folder for the cached items)")
@@ -424,6 +428,37 @@ def make_dataset(
     else:
         ds = Dataset(data=data, transform=transform)
     return ds if flag(track_meta, "track_meta") else _WithoutMeta(ds)
+
+
+class _CachedInputError:
+    """The cache entry of an item whose file failed to load while the cache was filled (the error, kept)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _InputErrorCacheDataset(CacheDataset):
+    """``monai.data.CacheDataset`` whose cache fill does not stop on an unreadable file: the item's input error
+    (a :class:`~medfuse.errors.DataError` from a loader) is kept in its cache slot and raised when the item is read,
+    where :class:`~medfuse.workflows.SkipBadImages` records and skips it, or stops naming the file, by
+    ``on_bad_image``, as for an uncached dataset. Any other error stops the fill as before."""
+
+    def _load_cache_item(self, idx: int):
+        try:
+            return super()._load_cache_item(idx)
+        except Exception as err:
+            if input_cause(err, DataError) is None:
+                raise
+            return _CachedInputError(err)
+
+    def _transform(self, index: int):
+        if not self.hash_as_key and self._cache is not None and index % len(self) < self.cache_num:
+            slot = index % len(self)
+            if self._cache[slot] is None:  # a runtime cache fills here, so a failure is seen before the transforms
+                self._cache[slot] = self._load_cache_item(slot)
+            if isinstance(self._cache[slot], _CachedInputError):
+                raise self._cache[slot].error
+        return super()._transform(index)
 
 
 def make_dataloader(dataset: Any, kind: str = "torch", **kwargs: Any) -> Any:

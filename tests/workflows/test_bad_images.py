@@ -80,3 +80,32 @@ def test_decode_failure_while_loading_is_skipped_and_the_rest_is_batched(tmp_pat
         collate_present([None])
     with pytest.raises(ValueError, match="on_bad_image must be one of"):
         BadImageLog(tmp_path, "ignore")
+
+
+@pytest.mark.parametrize("cache_rate", [1.0, 0.5])
+def test_an_image_that_fails_while_the_cache_fills_is_skipped_or_stops_by_policy(tmp_path, cache_rate):
+    from monai.transforms import Lambda
+
+    from medfuse.workflows import make_dataset
+
+    good = _images(tmp_path)
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (64, 64), dtype=np.uint8)).save(noise)
+    broken = tmp_path / "cut.png"
+    broken.write_bytes(noise.read_bytes()[: noise.stat().st_size // 2])
+    items = [{"image": str(broken)}, *({"image": p} for p in good)]  # first: inside the cached part either way
+    log = BadImageLog(tmp_path / "run", "skip", max_bad_fraction=0.5)
+    # the cache fills in the constructor: an unreadable file no longer stops it
+    ds = SkipBadImages(make_dataset(items, LoadXrayd(keys="image"), cache="memory", cache_rate=cache_rate), "training", log)
+    batches = list(DataLoader(ds, batch_size=2, collate_fn=collate_present, num_workers=0))
+    assert sum(b["image"].shape[0] for b in batches) == len(good)
+    assert [(r["image"], r["stage"]) for r in _rows(log.path)] == [(str(broken), "load")]
+    stop = SkipBadImages(make_dataset(items, LoadXrayd(keys="image"), cache="memory", cache_rate=cache_rate), "training",
+                         BadImageLog(tmp_path / "stop", "stop"))
+    with pytest.raises(Exception) as err:
+        stop[0]
+    assert str(broken) in str(input_cause(err.value, DataError))
+    # an error that is not about the input still stops the fill
+    with pytest.raises(Exception) as err:
+        make_dataset([{"image": good[0]}], Lambda(lambda d: 1 / 0), cache="memory")
+    assert input_cause(err.value, DataError) is None
