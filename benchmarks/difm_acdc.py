@@ -88,7 +88,7 @@ def run_one(manifest: str, architecture: str, seed: int, args: argparse.Namespac
         "seed": seed,
         "run_dir": str(trained["run_dir"]),
         "epochs_run": trained["epochs_run"],
-        "best_val_dice": trained["best_val_auc"],  # run_bundle names the key metric best_val_auc; here it is val_dice
+        "best_val_dice": trained["best_val_metric"],  # the key metric, val_dice (trained["key_metric"])
         "n_test_volumes": metrics["n_cases"],
         "per_class": per_class,
         "dice_mean": _mean(v["dice"] for v in per_class.values()),

@@ -476,7 +476,9 @@ def run_bundle(bundle: str | os.PathLike, workflow: str = "train", logging: bool
 
     Returns:
         ``{"workflow", "bundle", "run_dir", ...}`` plus, for ``train``: ``checkpoint``,
-        ``best_val_auc``, ``best_epoch``, ``epochs_run``, ``log``; for ``evaluate``:
+        ``key_metric`` (the validation key metric's name: ``val_auc``, ``val_dice``, ``val_map`` ...),
+        ``best_val_metric`` (its best value), ``best_val_auc`` (the same, only when the key metric is ``val_auc``),
+        ``best_epoch``, ``epochs_run``, ``log``; for ``evaluate``:
         ``eval_dir``, ``metrics`` (the ``metrics.json`` content), ``predictions``; for
         ``inference``: ``predictions``.
 
@@ -508,9 +510,13 @@ def run_bundle(bundle: str | os.PathLike, workflow: str = "train", logging: bool
     if workflow in ("train", "multi_gpu_train"):
         evaluator = parser.get_parsed_content("validate#evaluator")
         trainer = parser.get_parsed_content("train#trainer")
+        name = str(evaluator.state.key_metric_name or "key_metric")
         result.update(
             checkpoint=run_dir / "model.pt",
-            best_val_auc=float(evaluator.state.best_metric),
+            key_metric=name,
+            best_val_metric=float(evaluator.state.best_metric),
+            # the historical key, kept only where it is true (the classifiers' val_auc)
+            **({"best_val_auc": float(evaluator.state.best_metric)} if name == "val_auc" else {}),
             best_epoch=int(evaluator.state.best_metric_epoch),
             epochs_run=int(trainer.state.epoch),
             log=run_dir / "log.csv",

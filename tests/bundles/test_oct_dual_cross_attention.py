@@ -33,6 +33,7 @@ def trained(demo_data, tmp_path_factory):
     assert len(runs) == 1 and runs[0].name.endswith("-tiny")  # timestamp + suffix
     assert result["run_dir"] == runs[0] and result["checkpoint"].is_file()
     assert result["epochs_run"] == 1 and 0.0 <= result["best_val_auc"] <= 1.0
+    assert result["key_metric"] == "val_auc" and result["best_val_metric"] == result["best_val_auc"]
     return {"run_dir": runs[0], "tiny": tiny}
 
 
