@@ -25,8 +25,8 @@ HELP = "k-fold cross-validation of a bundle (patient-level folds, resumable), po
 def parse_overrides(rest: list[str]) -> dict:
     """``["--epochs", "3", "--backbones", "[\\"a\\", \\"b\\"]"]`` -> ``{"epochs": 3, "backbones": ["a", "b"]}``.
 
-    Values are read as JSON when they parse (numbers, lists, true/false), as text otherwise, as
-    ``monai.bundle run`` does.
+    Values are read as JSON when they parse (numbers, lists, true/false), else as a Python literal (``"['a', 'b']"``,
+    ``True``, as ``monai.bundle run`` reads its command line), else as text.
 
     Raises:
         argparse.ArgumentTypeError: for a value without a ``--key`` or a key without a value.
@@ -47,11 +47,23 @@ def parse_overrides(rest: list[str]) -> dict:
             i += 2
         else:
             raise argparse.ArgumentTypeError(f"bundle override {key} has no value; write {key} VALUE")
-        try:
-            out[key[2:]] = json.loads(value)
-        except ValueError:
-            out[key[2:]] = value
+        out[key[2:]] = _value(value)
     return out
+
+
+def _value(text: str):
+    """A command-line value: JSON, else a Python literal, else the text itself."""
+    import ast
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
 
 
 def build_parser(prog: str = "medfuse cv") -> argparse.ArgumentParser:

@@ -48,6 +48,9 @@ def test_kfold_assignment_is_patient_level_and_stratified():
 def test_parse_overrides():
     assert parse_overrides(["--epochs", "3", "--backbones", '["a", "b"]', "--fusion=concat"]) == {
         "epochs": 3, "backbones": ["a", "b"], "fusion": "concat"}
+    # the Python literals that monai.bundle run reads on its command line (the bundle READMEs' form) too
+    assert parse_overrides(["--backbones", "['efficientnet-b0','resnet18']", "--progress", "False", "--name", "a b"]) == {
+        "backbones": ["efficientnet-b0", "resnet18"], "progress": False, "name": "a b"}
 
 
 @pytest.fixture(scope="module")
