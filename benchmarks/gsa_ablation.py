@@ -91,42 +91,9 @@ def _network_from_run(run_dir: Path, checkpoint: Path):
 
 def _paired(gsa_pred: dict, none_pred: dict, n_boot: int, seed: int) -> dict:
     """GSA - none of AUC, AUPR and accuracy with a bootstrap CI over the test images (same resamples)."""
-    from medfuse.evaluation.bootstrap import percentile_interval, resampled_auc_ap, stratified_indices
+    from medfuse.evaluation.bootstrap import paired_difference
 
-    index = {img: i for i, img in enumerate(none_pred["images"])}
-    common = [img for img in gsa_pred["images"] if img in index]
-    if len(common) != len(gsa_pred["images"]) or len(common) != len(none_pred["images"]):
-        raise ValueError("the two arms' test predictions list different images")
-    gi = np.arange(len(common))
-    ni = np.array([index[img] for img in common])
-    y = np.asarray(gsa_pred["labels"])[gi].astype(np.int64)
-    if (y != np.asarray(none_pred["labels"])[ni]).any():
-        raise ValueError("the two arms' test labels differ")
-    probs = {"gsa": np.asarray(gsa_pred["probs"])[gi], "none": np.asarray(none_pred["probs"])[ni]}
-    c = probs["gsa"].shape[1]
-    idx = stratified_indices(y, n_boot, seed)
-    full = np.arange(len(y))[None, :]
-    out: dict[str, Any] = {"n_images": int(len(y)), "n_boot": int(n_boot)}
-    stats: dict[str, dict[str, tuple]] = {}
-    for arm, p in probs.items():
-        per = {}
-        for metric in ("auc", "aupr"):
-            if c == 2:
-                auc, ap = resampled_auc_ap(y == 1, p[:, 1], idx)
-                auc0, ap0 = resampled_auc_ap(y == 1, p[:, 1], full)
-            else:  # macro over the classes
-                rows = [resampled_auc_ap(y == k, p[:, k], idx) for k in range(c)]
-                rows0 = [resampled_auc_ap(y == k, p[:, k], full) for k in range(c)]
-                auc, ap = np.nanmean([r[0] for r in rows], axis=0), np.nanmean([r[1] for r in rows], axis=0)
-                auc0, ap0 = np.nanmean([r[0] for r in rows0], axis=0), np.nanmean([r[1] for r in rows0], axis=0)
-            per["auc"], per["aupr"] = (float(auc0[0]), auc), (float(ap0[0]), ap)
-        correct = p.argmax(1) == y
-        per["accuracy"] = (float(correct.mean()), correct[idx].mean(1))
-        stats[arm] = per
-    for metric in METRICS:
-        diff = stats["gsa"][metric][1] - stats["none"][metric][1]
-        out[metric] = {"diff": stats["gsa"][metric][0] - stats["none"][metric][0], **percentile_interval(diff, 0.95)}
-    return out
+    return paired_difference(gsa_pred, none_pred, n_boot=n_boot, seed=seed)
 
 
 def _mask_items(manifest: Path, lung_masks_from: Path | None) -> list[dict]:

@@ -18,7 +18,8 @@ whole folder, then re-splits its items by site: every test image comes from the 
 ``site`` key (``shenzhen`` / ``montgomery``), a grouping column of ``predictions.csv``. It prints the counts per
 site, split and label. ``run`` trains ``cxr_multi_output_unet`` twice with the same seed, data and schedule,
 ``--shift_augment false`` and ``true`` (bundle overrides after ``--`` go to both), evaluates each best checkpoint
-on ``test`` and writes both arms' metrics to ``--out``.
+on ``test`` and writes both arms' metrics to ``--out`` with their paired difference (the same bootstrap resamples of
+the test images for both arms); ``compare`` adds that difference to a ``run`` JSON written without it.
 """
 
 from __future__ import annotations
@@ -122,6 +123,24 @@ def run_arms(manifest: str, output_dir: str, overrides: dict, seed: int = 0) -> 
     return results
 
 
+def paired_arms(output_dir: str, results: dict, n_boot: int = 2000, seed: int = 0) -> dict:
+    """``shift_augment - plain`` of the test AUC, AUPR and accuracy with a paired bootstrap interval over the test
+    images (:func:`medfuse.evaluation.bootstrap.paired_difference`), from each arm's ``eval/predictions.csv``."""
+    from medfuse.evaluation import read_predictions
+    from medfuse.evaluation.bootstrap import paired_difference
+
+    preds = {arm: read_predictions(Path(output_dir) / r["run_name"] / "eval" / "predictions.csv") for arm, r in results.items()}
+    return {"what": "shift_augment - plain", "seed": seed,
+            **paired_difference(preds["shift_augment"], preds["plain"], n_boot=n_boot, seed=seed)}
+
+
+def _print_paired(paired: dict) -> None:
+    for metric in ("auc", "aupr", "accuracy"):
+        d = paired[metric]
+        print(f"{paired['what']}: d{metric} {d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] "
+              f"({paired['n_images']} test images, {paired['n_boot']} paired resamples)")
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -138,6 +157,10 @@ def main(argv=None) -> int:
     r.add_argument("--output_dir", required=True)
     r.add_argument("--out", required=True, help="JSON with both arms' test metrics")
     r.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("compare", help="add the paired bootstrap difference of the two arms to a 'run' JSON")
+    c.add_argument("result", help="the JSON written by 'run'")
+    c.add_argument("--output_dir", required=True, help="the run's --output_dir")
+    c.add_argument("--n-boot", type=int, default=2000)
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -148,11 +171,18 @@ def main(argv=None) -> int:
                           ", ".join(f"{c} {n}" for c, n in sorted(classes.items())))
             print(f"files skipped by the converter: {res['skipped']}")
             print("manifest written to", res["manifest"])
+        elif args.command == "compare":
+            result = json.loads(Path(args.result).read_text())
+            result["paired_difference"] = paired_arms(args.output_dir, result["arms"], args.n_boot)
+            Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
+            _print_paired(result["paired_difference"])
         else:
             results = run_arms(args.manifest, args.output_dir, _bundle_overrides(extra), args.seed)
+            paired = paired_arms(args.output_dir, results, seed=args.seed)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps({"manifest": args.manifest, "overrides": extra, "arms": results},
-                                                 indent=2) + "\n")
+            Path(args.out).write_text(json.dumps({"manifest": args.manifest, "overrides": extra, "arms": results,
+                                                  "paired_difference": paired}, indent=2) + "\n")
+            _print_paired(paired)
             print("both arms written to", args.out)
     except DataError as e:
         print(f"site_shift: {e}", file=sys.stderr)

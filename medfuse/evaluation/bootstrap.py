@@ -22,11 +22,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["stratified_indices", "resampled_auc_ap", "resampled_auc", "resampled_average_precision", "percentile_interval",
+__all__ = ["paired_difference", "stratified_indices", "resampled_auc_ap", "resampled_auc", "resampled_average_precision", "percentile_interval",
            "too_small_interval", "smallest_class", "bootstrap_metrics", "MIN_CASES_PER_CLASS"]
 
 _CHUNK_VALUES = 4_000_000
@@ -128,6 +128,55 @@ def percentile_interval(values: Any, level: float = 0.95) -> dict:
     else:
         low, high = (float(x) for x in np.percentile(ok, [100 * alpha, 100 * (1 - alpha)]))
     return {"low": low, "high": high, "level": float(level), "n_boot": int(v.size), "n_defined": int(ok.size)}
+
+
+def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any], n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict:
+    """``a - b`` of AUC, AUPR and accuracy of two models' predictions of the same images, with a paired bootstrap
+    interval: both models are scored on the same label-stratified resamples of the images.
+
+    Args:
+        a, b: :func:`medfuse.evaluation.read_predictions` results (``images``, ``labels``, ``probs``); rows are
+            matched by image. Two classes: AUC / AUPR of class 1; more: their macro means. Accuracy: arg-max.
+
+    Returns:
+        ``{"n_images", "n_boot", "auc": {"diff", "low", "high", ...}, "aupr": {...}, "accuracy": {...}}``.
+
+    Raises:
+        ValueError: the two list different images, or other labels for an image.
+    """
+    index = {img: i for i, img in enumerate(b["images"])}
+    if len(index) != len(b["images"]) or sorted(index) != sorted(a["images"]) or len(a["images"]) != len(index):
+        raise ValueError("the two models' predictions list different images")
+    ai = np.arange(len(a["images"]))
+    bi = np.array([index[img] for img in a["images"]], dtype=np.int64)
+    y = np.asarray(a["labels"])[ai].astype(np.int64)
+    if (y != np.asarray(b["labels"])[bi]).any():
+        raise ValueError("the two models' labels differ for the same images")
+    probs = (np.asarray(a["probs"], dtype=np.float64)[ai], np.asarray(b["probs"], dtype=np.float64)[bi])
+    c = probs[0].shape[1]
+    idx = stratified_indices(y, n_boot, seed)
+    full = np.arange(len(y))[None, :]
+    stats = []
+    for p in probs:
+        per: dict[str, tuple] = {}
+        if c == 2:
+            auc, ap = resampled_auc_ap(y == 1, p[:, 1], idx)
+            auc0, ap0 = resampled_auc_ap(y == 1, p[:, 1], full)
+        else:  # macro over the classes
+            rows = [resampled_auc_ap(y == k, p[:, k], idx) for k in range(c)]
+            rows0 = [resampled_auc_ap(y == k, p[:, k], full) for k in range(c)]
+            auc, ap = np.nanmean([r[0] for r in rows], axis=0), np.nanmean([r[1] for r in rows], axis=0)
+            auc0, ap0 = np.nanmean([r[0] for r in rows0], axis=0), np.nanmean([r[1] for r in rows0], axis=0)
+        per["auc"], per["aupr"] = (float(auc0[0]), auc), (float(ap0[0]), ap)
+        correct = p.argmax(1) == y
+        per["accuracy"] = (float(correct.mean()), correct[idx].mean(1))
+        stats.append(per)
+    out: dict[str, Any] = {"n_images": int(len(y)), "n_boot": int(n_boot)}
+    for metric in ("auc", "aupr", "accuracy"):
+        out[metric] = {"diff": stats[0][metric][0] - stats[1][metric][0],
+                       **percentile_interval(stats[0][metric][1] - stats[1][metric][1], level)}
+    return out
 
 
 def too_small_interval(smallest: int, minimum: int, level: float = 0.95, n_boot: int = 0) -> dict:
