@@ -73,3 +73,27 @@ def test_build_on_the_real_folder(site_shift, shared_data, tmp_path):
     assert shenzhen == 426 and sum(counts["test"]["montgomery"].values()) == 138 and res["skipped"] == 0
     assert set(counts["test"]) == {"montgomery"}
     assert counts["test"]["montgomery"] == {"normal": 80, "tuberculosis": 58}
+
+
+def test_compare_adds_the_paired_difference_of_the_arms(site_shift, tmp_path, capsys):
+    from medfuse.evaluation.predictions import write_predictions
+
+    y = np.array([0] * 12 + [1] * 10)
+    rng = np.random.default_rng(1)
+    scores = {"plain": rng.random(22), "shift_augment": np.clip(y * 0.5 + rng.random(22) * 0.6, 0, 1)}
+    arms = {}
+    for arm, p in scores.items():
+        run = f"site_shift_{arm}_seed0"
+        (tmp_path / run / "eval").mkdir(parents=True)
+        write_predictions(tmp_path / run / "eval" / "predictions.csv", [f"MCUCXR_{i:04d}_0.png" for i in range(22)],
+                          np.stack([1 - p, p], 1), ["normal", "tuberculosis"], labels=y)
+        arms[arm] = {"run_name": run}
+    result = tmp_path / "site_shift.json"
+    result.write_text(json.dumps({"arms": arms}))
+    assert site_shift.main(["compare", str(result), "--output_dir", str(tmp_path), "--n-boot", "200"]) == 0
+    paired = json.loads(result.read_text())["paired_difference"]
+    assert paired["what"] == "shift_augment - plain" and paired["n_images"] == 22 and paired["n_boot"] == 200
+    from sklearn.metrics import roc_auc_score
+
+    assert paired["auc"]["diff"] == pytest.approx(roc_auc_score(y, scores["shift_augment"]) - roc_auc_score(y, scores["plain"]))
+    assert "shift_augment - plain: dauc" in capsys.readouterr().out

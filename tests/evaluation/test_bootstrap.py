@@ -122,3 +122,32 @@ def test_sensitivity_and_specificity_intervals():
     assert ci["per_class"]["n"]["sensitivity"]["low"] == pytest.approx(ci["specificity"]["low"])
     ci3 = bootstrap_metrics(*_data(5, 300, 3), ["a", "b", "c"], n_boot=100, seed=0)
     assert 0 < ci3["sensitivity"]["low"] < ci3["sensitivity"]["high"] < 1
+
+
+def test_paired_difference_scores_both_models_on_the_same_resamples():
+    from medfuse.evaluation.bootstrap import paired_difference
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 40 + [1] * 30)
+    good = np.clip(y * 0.6 + rng.random(70) * 0.5, 0, 1)
+    poor = rng.random(70)
+    images = [f"im{i}.png" for i in range(70)]
+
+    def pred(p, order=slice(None)):
+        probs = np.stack([1 - p, p], 1)
+        return {"images": list(np.array(images)[order]), "labels": y[order], "probs": probs[order]}
+
+    same = paired_difference(pred(good), pred(good), n_boot=200)
+    for metric in ("auc", "aupr", "accuracy"):
+        assert same[metric]["diff"] == 0.0 and same[metric]["low"] == same[metric]["high"] == 0.0
+    d = paired_difference(pred(good), pred(poor, order=np.arange(70)[::-1]), n_boot=300)  # rows matched by image
+    assert d["auc"]["diff"] == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, poor))
+    assert 0 < d["auc"]["low"] < d["auc"]["diff"] < d["auc"]["high"] and d["n_images"] == 70 and d["n_boot"] == 300
+    other = pred(good)
+    other["images"] = other["images"][:-1] + ["elsewhere.png"]
+    with pytest.raises(ValueError, match="different images"):
+        paired_difference(pred(good), other)
+    relabelled = pred(poor)
+    relabelled["labels"] = 1 - relabelled["labels"]
+    with pytest.raises(ValueError, match="labels differ"):
+        paired_difference(pred(good), relabelled)
