@@ -534,12 +534,14 @@ def load_model(model: str | os.PathLike, device: Any = "cpu", mc_samples: int | 
 
 
 def _ensemble_size(folder: Path, kind: str) -> int:
-    """The number of members when ``folder`` holds an ensemble (its ``ensemble.json``), else 0."""
-    from medfuse.workflows.ensemble import read_ensemble
+    """The number of members when ``folder`` holds an ensemble (its ``ensemble.json``), else 0.
 
-    info = read_ensemble(folder if kind == "run" else folder / "models")
-    if info is None:
+    Read here rather than with ``medfuse.workflows.ensemble.read_ensemble``: importing ``medfuse.workflows`` loads the
+    bundle runner, which a prediction does not need (``load_model`` stays light)."""
+    path = (folder if kind == "run" else folder / "models") / "ensemble.json"
+    if not path.is_file():
         return 0
+    info = _read_json(path)
     if len(info.get("members") or []) < 2:
         raise DataError(f"{folder}: its ensemble.json lists {len(info.get('members') or [])} members; an ensemble needs two or more")
     return len(info["members"])
