@@ -221,6 +221,8 @@ def build_calibrated_ensemble(members: Sequence[str | os.PathLike] | str, out_di
         fitted_on={"source": str(eval_dir / "predictions.csv"), "split": "validation", "model": "ensemble",
                    "mc_samples": overrides.get("mc_samples", base.get("mc_samples")),
                    "checkpoint": str(cv_dir / "model.pt"), "model_sha256": record["model_sha256"],
+                   # the name every calibration.json reader checks against the weights beside it
+                   "checkpoint_sha256": record["model_sha256"],
                    "members": [{"run_dir": m, "sha256": h} for m, h in zip(record["members"], record["member_sha256"])]},
     )
     save_calibration(cv_dir / "calibration.json", cal)

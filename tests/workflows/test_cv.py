@@ -128,7 +128,7 @@ def test_cv_folder_is_a_calibrated_ensemble(cv_run):
     cal = json.loads((cv / "calibration.json").read_text())
     assert cal["fitted_on"]["split"] == "validation" and cal["fitted_on"]["model"] == "ensemble"
     assert [m["sha256"] for m in cal["fitted_on"]["members"]] == [sha256_file(cv / f"fold_{k}" / "model.pt") for k in (1, 2, 3)]
-    assert cal["fitted_on"]["model_sha256"] == sha256_file(cv / "model.pt")
+    assert cal["fitted_on"]["model_sha256"] == cal["fitted_on"]["checkpoint_sha256"] == sha256_file(cv / "model.pt")
     # every fold model is calibrated on its own out-of-fold cases
     fold_cal = json.loads((cv / "fold_2" / "calibration.json").read_text())
     fold_manifest = json.loads((cv / "manifests" / "fold_2.json").read_text())
