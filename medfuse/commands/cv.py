@@ -17,7 +17,7 @@ import argparse
 from medfuse.cli import run_command
 from medfuse.commands._common import nonnegative_int
 
-__all__ = ["HELP", "build_parser", "main", "parse_overrides"]
+__all__ = ["HELP", "build_parser", "main", "parse_overrides", "run_with_overrides"]
 
 HELP = "k-fold cross-validation of a bundle (patient-level folds, resumable), pooled out-of-fold metrics, fold ensemble"
 
@@ -114,20 +114,33 @@ def _run(args: argparse.Namespace, overrides: dict) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    """Run ``medfuse cv`` with ``argv`` (default: ``sys.argv[1:]``)."""
+def run_with_overrides(prog: str, parser: argparse.ArgumentParser, body, argv=None, check=None) -> int:
+    """Run a command whose further ``--KEY VALUE`` pairs are bundle overrides: ``body(args, overrides)``.
+
+    ``check(parser, known_args)`` may call ``parser.error`` before anything runs. Shared by ``medfuse cv`` and
+    ``medfuse ensemble``.
+    """
     import sys
 
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     known, rest = parser.parse_known_args(argv)
     try:
         overrides = parse_overrides(rest)
     except argparse.ArgumentTypeError as e:
         parser.error(str(e))
+    if check is not None:
+        check(parser, known)
+    return run_command(prog, lambda args: body(args, overrides), parser, _known_argv(argv, rest))
+
+
+def _check_folds(parser: argparse.ArgumentParser, known: argparse.Namespace) -> None:
     if known.folds < 2:
         parser.error(f"--folds must be at least 2, got {known.folds}")
-    return run_command("medfuse cv", lambda args: _run(args, overrides), parser, _known_argv(argv, rest))
+
+
+def main(argv=None) -> int:
+    """Run ``medfuse cv`` with ``argv`` (default: ``sys.argv[1:]``)."""
+    return run_with_overrides("medfuse cv", build_parser(), _run, argv, check=_check_folds)
 
 
 def _known_argv(argv: list[str], rest: list[str]) -> list[str]:

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from medfuse.cli import run_command
-from medfuse.commands.cv import _known_argv, parse_overrides
+from medfuse.commands.cv import run_with_overrides
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -73,13 +72,4 @@ def _run(args: argparse.Namespace, overrides: dict) -> int:
 
 def main(argv=None) -> int:
     """Run ``medfuse ensemble`` with ``argv`` (default: ``sys.argv[1:]``)."""
-    import sys
-
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    known, rest = parser.parse_known_args(argv)
-    try:
-        overrides = parse_overrides(rest)
-    except argparse.ArgumentTypeError as e:
-        parser.error(str(e))
-    return run_command("medfuse ensemble", lambda args: _run(args, overrides), parser, _known_argv(argv, rest))
+    return run_with_overrides("medfuse ensemble", build_parser(), _run, argv)
