@@ -279,6 +279,8 @@ def test_load_model_and_predict_use_the_ensemble(cv_run, tmp_path):
     assert len(list((out / "cam").glob("*.png"))) == 2
     with pytest.raises(DataError, match="two or more"):
         load_model(str(cv_run["cv"] / "fold_1") + ",")
+    with pytest.raises(DataError, match="itself an ensemble"):
+        load_model(f"{cv_run['cv']},{cv_run['cv'] / 'fold_1'}")
 
 
 def test_ensemble_command_writes_a_calibrated_ensemble_folder(cv_run, tmp_path, capsys):
@@ -304,3 +306,6 @@ def test_ensemble_command_writes_a_calibrated_ensemble_folder(cv_run, tmp_path, 
     assert "is one of the members" in capsys.readouterr().err
     assert ensemble_main([runs[0], "--out", str(tmp_path / "one"), "--no-calibration"]) == 1
     assert "at least two" in capsys.readouterr().err
+    assert ensemble_main([",".join(runs), "--out", str(tmp_path / "e2"), "--manifest", str(tmp_path / "none.json")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "none.json: manifest not found" in err and "--no-calibration" in err
