@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from medfuse.utils.paths import checkout_env  # noqa: E402
 SETTINGS = {"main (4 workers, all-core threads)": {"num_workers": 4, "num_threads": 0}, "new defaults": {}}
 
 
@@ -46,7 +48,7 @@ def _train(manifest: Path, out_dir: Path, args, extra: dict) -> tuple[float, int
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", layered_config_arg("cxr_dual_cross_attention", "train")]
     for k, v in overrides.items():
         cmd += [f"--{k}", str(v)]
-    subprocess.run(cmd, check=True, capture_output=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(cmd, check=True, capture_output=True, cwd=REPO, env=checkout_env())
     with open(out_dir / "run" / "log.csv") as f:
         row = list(csv.DictReader(f))[-1]
     cfg = json.loads((out_dir / "run" / "run_info.json").read_text())

@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from medfuse.utils.paths import checkout_env  # noqa: E402
 
 
 def _sources(data: Path, cache_dir: Path) -> dict[str, list[Path]]:
@@ -50,7 +52,7 @@ def _sources(data: Path, cache_dir: Path) -> dict[str, list[Path]]:
     # dicom2manifest --cache-dir: each DICOM decoded once into a 16-bit PNG
     subprocess.run([sys.executable, "-m", "medfuse", "dicom2manifest", str(dicom), "--out", str(cache_dir / "m.json"),
                     "--cache-dir", str(cache_dir / "png"), "--classes", "normal,abnormal", "--no-progress"], check=True, capture_output=True, cwd=REPO,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+                   env=checkout_env())
     out["png16_dicom2manifest_cache"] = sorted((cache_dir / "png").rglob("*.png"))
     return {k: [p for p in v if p.is_file()] for k, v in out.items()}
 

@@ -14,13 +14,19 @@ Order (the issue's must-haves first):
 4. ``compile`` on at 224 px (off is step 1);
 5. 3 epochs of the full B4 + R34 configuration on ``kermany_cxr_224`` with their validation AUC.
 
-Data: ``kermany_cxr_224`` (42 MB; steps 3 and 5) and ``dicom_cxr`` (12 MB; step 2) must be on the device machine,
-under ``--data``, ``$MEDFUSE_SHARED_DATA``, ``../shared/data`` or ``shared/data`` in the checkout; a source that is
-missing is reported as skipped by step 2 (``lung_seg_cxr``, 81 MB, is optional).
+Data: ``kermany_cxr_224`` (steps 3 and 5) and ``dicom_cxr`` (step 2) must be on the device machine, under
+``--data``, ``$MEDFUSE_SHARED_DATA``, ``../shared/data`` or ``shared/data`` in the checkout; a source that is
+missing is reported as skipped by step 2 (``lung_seg_cxr`` is optional). ``benchmarks/gpu_prepare.py`` puts a
+subset that fits the device tool's 64 MiB transfer, and the wheels of what the GPU image lacks (MONAI, pydicom,
+...), under ``.devcarry/``; ``benchmarks/gpu_device.sh`` installs the wheels there and runs this script.
+
+What comes back: at most 7 small files under ``--out`` (the device tool returns 8 files, two folders deep);
+manifests, run folders and checkpoints stay under ``--work``.
 
 Usage::
 
-    python benchmarks/gpu_session.py --out "$OUT"            # on the GPU machine (~8 minutes of steps)
+    python benchmarks/gpu_prepare.py                         # here: wheels + data under .devcarry/, prints the call
+    bash benchmarks/gpu_device.sh                            # there: install the wheels, run this script into $OUT
     python benchmarks/gpu_session.py --smoke --out /tmp/gs   # the same steps at tiny sizes on a CPU
 """
 
@@ -36,6 +42,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from medfuse.utils.paths import checkout_env  # noqa: E402
+
 BUNDLE = REPO / "bundles" / "cxr_dual_cross_attention" / "configs"
 
 
@@ -47,8 +56,8 @@ def _data_dir(given: str) -> Path:
 
 
 class Session:
-    def __init__(self, out: Path, budget_s: float) -> None:
-        self.out, self.t0, self.budget = out, time.perf_counter(), budget_s
+    def __init__(self, out: Path, budget_s: float, environment: str = "") -> None:
+        self.out, self.t0, self.budget, self.environment = out, time.perf_counter(), budget_s, environment
         self.steps: list[dict] = []
         out.mkdir(parents=True, exist_ok=True)
 
@@ -64,7 +73,7 @@ class Session:
             t = time.perf_counter()
             try:
                 p = subprocess.run([str(c) for c in cmd], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                                   env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                                   env=checkout_env(**(env or {})))
                 rec.update(rc=p.returncode, tail=(p.stdout + p.stderr)[-2500:])
             except subprocess.TimeoutExpired as e:
                 out = (e.stdout or b"") + (e.stderr or b"")
@@ -72,8 +81,14 @@ class Session:
             rec["seconds"] = round(time.perf_counter() - t, 1)
         self.steps.append(rec)
         print(f"[{name}] rc={rec['rc']} {rec.get('seconds', 0)} s", flush=True)
-        (self.out / "session.json").write_text(json.dumps({"steps": self.steps}, indent=2) + "\n")
+        self.write()
         return rec["rc"] if isinstance(rec["rc"], int) else -1
+
+    def write(self) -> dict:
+        """``session.json`` after every step, so a session cut short still reports what it did."""
+        summary = {"environment": self.environment, "steps": self.steps, "total_s": round(time.perf_counter() - self.t0, 1)}
+        (self.out / "session.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
 
 
 def _fusion_rate(path: Path, size: int) -> float:
@@ -95,24 +110,34 @@ def _train_cmd(torchrun: bool, manifest: Path, out_dir: Path, overrides: dict) -
     return cmd
 
 
+def _keep(src: Path, dst: Path) -> None:
+    """Copies a run's small record into ``--out`` (run folders stay under ``--work``)."""
+    if src.is_file():
+        shutil.copy(src, dst)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT", "gpu_session_out"))
+    p.add_argument("--work", default="", help="manifests and run folders (default: a folder beside --out)")
     p.add_argument("--data", default="")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on a CPU: checks every step runs")
     p.add_argument("--budget", type=float, default=0, help="seconds for all steps (default 480; smoke 900)")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
+    work = Path(args.work).resolve() if args.work else out.parent / (out.name + "_work")
+    work.mkdir(parents=True, exist_ok=True)
     data = _data_dir(args.data)
-    s = Session(out, args.budget or (900 if args.smoke else 480))
     py = sys.executable
     smoke = args.smoke
     device = "cpu" if smoke else "cuda"
     env_info = subprocess.run([py, "-c", "import torch, monai; print(torch.__version__, torch.version.cuda, monai.__version__, "
                                "torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"],
-                              capture_output=True, text=True).stdout.strip()
-    (out / "environment.txt").write_text(env_info + "\n")
-    print("environment:", env_info, flush=True)
+                              capture_output=True, text=True, env=checkout_env())
+    env_text = env_info.stdout.strip() or f"environment probe failed: {env_info.stderr.strip()[-500:]}"
+    print("environment:", env_text, flush=True)
+    s = Session(out, args.budget or (900 if args.smoke else 480), env_text)
+    s.write()
 
     # 1. throughput table
     tt = out / f"train_throughput_{device}.json"
@@ -126,7 +151,7 @@ def main(argv=None) -> dict:
                                 "--items", "4" if smoke else "10", "--warmup", "1", "--gpu-rate", rate,
                                 "--out", out / "data_throughput.json"], timeout=120)
     # a manifest of the Kermany JPEGs (train / validation) for steps 3 and 5
-    manifest = out / "kermany_manifest.json"
+    manifest = work / "kermany_manifest.json"
     s.run("prepare_manifest", [py, "-m", "medfuse", "folder2manifest", data / "kermany_cxr_224", "--out", manifest,
                                "--val-fraction", "0.1", "--no-progress"], timeout=120)
     cores = os.cpu_count() or 2
@@ -134,25 +159,23 @@ def main(argv=None) -> dict:
             "batch_size": 4, "max_items": 16}
     full = {"num_workers": max(1, min(12, cores - 2)), "batch_size": 16}
     # 3. 200 steps under torchrun (one process): batch 16 x 200 = 3200 training items, one epoch
-    s.run("3_torchrun_200_steps", _train_cmd(True, manifest, out / "runs_torchrun",
+    s.run("3_torchrun_200_steps", _train_cmd(True, manifest, work / "runs_torchrun",
                                              {**(tiny if smoke else {**full, "max_items": 3200}), "epochs": 1,
                                               "calibrate": False, "progress": False, "run_name": "steps200"}),
           timeout=150)
+    _keep(work / "runs_torchrun" / "steps200" / "run_info.json", out / "steps200_run_info.json")
     # 4. compile on at 224 px (off: step 1)
     s.run("4_compile_224", [py, "benchmarks/train_throughput.py", "--device", device, "--compile",
                             *(["--smoke"] if smoke else ["--sizes", "224", *[a for a in big[2:] if a not in ("--concurrent", "--compare-attention")],
                                                           "--mc", "0", "--unet-sizes", ""]),
                             "--out", out / f"train_throughput_{device}_compile.json"], timeout=180)
     # 5. 3 epochs of the full configuration with their validation AUC
-    s.run("5_three_epochs", _train_cmd(False, manifest, out / "runs_full",
+    s.run("5_three_epochs", _train_cmd(False, manifest, work / "runs_full",
                                        {**(tiny if smoke else full), "epochs": 2 if smoke else 3, "calibrate": False,
                                         "progress": False, "run_name": "full3"}), timeout=600)
-    log = out / "runs_full" / "full3" / "log.csv"
-    if log.is_file():
-        shutil.copy(log, out / "full3_log.csv")
-    summary = {"environment": env_info, "steps": s.steps, "total_s": round(time.perf_counter() - s.t0, 1)}
-    (out / "session.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    _keep(work / "runs_full" / "full3" / "log.csv", out / "full3_log.csv")
+    _keep(work / "runs_full" / "full3" / "run_info.json", out / "full3_run_info.json")
+    return s.write()
 
 
 if __name__ == "__main__":

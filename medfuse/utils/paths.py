@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["safe_file_name", "shared_data_dir"]
+__all__ = ["checkout_env", "safe_file_name", "shared_data_dir"]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -38,3 +38,17 @@ def shared_data_dir() -> Path | None:
         if c.is_dir():
             return c
     return None
+
+
+def checkout_env(**extra: str) -> dict[str, str]:
+    """``os.environ`` for a child process that must import this checkout's ``medfuse``: the repository root first
+    on ``PYTHONPATH``, then whatever ``PYTHONPATH`` already held (packages installed with ``pip --target``, as on
+    a GPU machine whose image lacks MONAI), then ``extra``.
+
+    Examples::
+
+        >>> checkout_env(OMP_NUM_THREADS="1")["PYTHONPATH"].split(os.pathsep)[0] == str(_REPO_ROOT)
+        True
+    """
+    kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(_REPO_ROOT)]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(_REPO_ROOT), *kept]), **extra}

@@ -283,6 +283,40 @@ def test_load_model_and_predict_use_the_ensemble(cv_run, tmp_path):
         load_model(f"{cv_run['cv']},{cv_run['cv'] / 'fold_1'}")
 
 
+def test_load_model_refuses_ensembles_it_cannot_trust(cv_run, tmp_path):
+    """Members that differ in classes or input size, an ensemble.json of one member, an EnsembleNet config without
+    the member_def to rebuild it: each is one DataError naming the folder, never a model."""
+    import shutil
+
+    from medfuse import load_model
+
+    def copy(src, name, edit_file=None, edit=None):
+        dst = tmp_path / name
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("fold_*", "eval", "validation_eval", "manifests"))
+        if edit_file:
+            data = json.loads((dst / edit_file).read_text())
+            edit(data)
+            (dst / edit_file).write_text(json.dumps(data))
+        return dst
+
+    fold_1, fold_2 = cv_run["cv"] / "fold_1", cv_run["cv"] / "fold_2"
+    renamed = copy(fold_2, "renamed", "run_info.json", lambda d: d.update(classes=[c.upper() for c in d["classes"]]))
+    (renamed / "calibration.json").unlink()  # it names the old classes: load_model would stop there first
+    with pytest.raises(DataError, match=r"renamed: classes .* differs from .*fold_1"):
+        load_model(f"{fold_1},{renamed}")
+    bigger = copy(fold_2, "bigger", "config.json", lambda d: d.update(image_size=int(d["image_size"]) * 2))
+    with pytest.raises(DataError, match=r"bigger: image_size .* differs"):
+        load_model(f"{fold_1},{bigger}")
+    lone = copy(cv_run["cv"], "lone", "ensemble.json", lambda d: d.update(members=d["members"][:1]))
+    with pytest.raises(DataError, match=r"lone: its ensemble.json lists 1 members; an ensemble needs two or more"):
+        load_model(lone)
+    no_def = copy(cv_run["cv"], "no_def", "config.json",
+                  lambda d: d.update(network_def={"_target_": "medfuse.networks.nets.EnsembleNet", "num_members": 3}))
+    (no_def / "ensemble.json").unlink()
+    with pytest.raises(DataError, match=r"no_def: network_def is an EnsembleNet but the config has no member_def"):
+        load_model(no_def)
+
+
 def test_ensemble_command_writes_a_calibrated_ensemble_folder(cv_run, tmp_path, capsys):
     from medfuse import load_model
     from medfuse.commands.ensemble import main as ensemble_main
