@@ -232,6 +232,16 @@ def _update_metadata(
                 if out.get("format") == "classes":
                     out["num_channels"] = len(classes)
                     out["channel_def"] = {str(i): c for i, c in enumerate(classes)}
+    seg = settings.get("seg_classes")  # segmentation bundles: background first, as the network's output channels
+    if isinstance(seg, list) and len(seg) >= 2 and all(isinstance(c, str) for c in seg):
+        for out in (fmt.get("outputs") or {}).values():
+            if out.get("format") == "segmentation":
+                out["num_channels"] = len(seg)
+                out["channel_def"] = {str(i): c for i, c in enumerate(seg)}
+        for out in (fmt.get("post_processed_outputs") or {}).values():
+            if out.get("format") == "labels":  # one channel of label indices
+                out["value_range"] = [0, len(seg) - 1]
+                out["channel_def"] = {"0": "label map: " + ", ".join(f"{i} {c}" for i, c in enumerate(seg))}
     size = settings.get("image_size")
     image = (fmt.get("inputs") or {}).get("image")
     if image and isinstance(size, int) and not isinstance(size, bool):

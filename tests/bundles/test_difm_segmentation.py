@@ -334,3 +334,23 @@ def test_torchrun_multi_gpu_config_on_cpu(demo_data, tmp_path):
     info = json.loads((run / "run_info.json").read_text())
     assert info["world_size"] == 2 and info["workflow"] == "multi_gpu_train"
     assert (run / "model.pt").is_file()
+
+
+def test_exported_volume_run_declares_its_segmentation_classes(trained_volume, tmp_path):
+    """A run with more than two segmentation classes (the cardiac phantoms: background, LV, MYO, RV here) exports
+    with metadata that says so: verify_net_in_out checks the network against it, and the exported labels name them."""
+    from medfuse.zoo import export_bundle
+    from medfuse.zoo.checks import SHIPPED_SCHEMA
+
+    run = trained_volume["run_dir"]
+    seg = json.loads((run / "run_info.json").read_text()).get("seg_classes") or ss.segmentation_classes(
+        trained_volume["tiny"]["manifest"], False)
+    assert len(seg) > 2
+    res = export_bundle(CFG.parent, tmp_path / "zoo", weights=run / "model.pt", schema=SHIPPED_SCHEMA,
+                        data_source="medfuse synthetic cardiac phantoms", data_license="Apache-2.0 (synthetic)",
+                        formats="torchscript", log=lambda m: None)
+    assert "verify_net_in_out" in res.checks
+    fmt = json.loads((res.bundle_dir / "configs" / "metadata.json").read_text())["network_data_format"]
+    assert fmt["outputs"]["pred"]["num_channels"] == len(seg)
+    assert fmt["outputs"]["pred"]["channel_def"] == {str(i): c for i, c in enumerate(seg)}
+    assert fmt["post_processed_outputs"]["pred"]["value_range"] == [0, len(seg) - 1]
