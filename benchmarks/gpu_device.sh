@@ -4,7 +4,8 @@
 #
 # The GPU session of issue 19, on the device machine: installs the wheels that benchmarks/gpu_prepare.py put in
 # .devcarry/wheels (the GPU image has PyTorch but not MONAI, pydicom, ...; it reaches no package index) into a
-# folder of its own, checks that medfuse imports, and runs benchmarks/gpu_session.py on .devcarry/data into $OUT.
+# folder of its own, unpacks .devcarry/data.tar.gz into /tmp, checks that medfuse imports, and runs
+# benchmarks/gpu_session.py on that data into $OUT.
 #
 #   bash benchmarks/gpu_device.sh                 # there, with carry [".devcarry"], timeout_s 560
 #   PYTHON=/tmp/venv/bin/python MEDFUSE_DEVCARRY=/tmp/c OUT=/tmp/gs bash benchmarks/gpu_device.sh --smoke
@@ -18,10 +19,13 @@ SITE=${MEDFUSE_DEVICE_SITE:-/tmp/medfuse_site}
 RESULTS=${OUT:-gpu_session_out}
 export PYTHONUNBUFFERED=1
 
-if [ ! -d "$CARRY/data" ]; then
-    echo "gpu_device.sh: $CARRY/data is missing; run benchmarks/gpu_prepare.py here and name $CARRY in carry" >&2
+DATA=${MEDFUSE_DEVICE_DATA:-/tmp/medfuse_data}
+if [ ! -f "$CARRY/data.tar.gz" ]; then
+    echo "gpu_device.sh: $CARRY/data.tar.gz is missing; run benchmarks/gpu_prepare.py here and name $CARRY in carry" >&2
     exit 2
 fi
+rm -rf "$DATA" && mkdir -p "$DATA" && tar -xzf "$CARRY/data.tar.gz" -C "$DATA" || {
+    echo "gpu_device.sh: cannot unpack $CARRY/data.tar.gz into $DATA; rerun benchmarks/gpu_prepare.py" >&2; exit 2; }
 shopt -s nullglob
 wheels=("$CARRY"/wheels/*.whl)
 if [ ${#wheels[@]} -gt 0 ]; then
@@ -38,4 +42,4 @@ if ! "$PY" -c "import monai.bundle, pydicom, ignite, nibabel, fire, jsonschema, 
     exit 2
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-exec "$PY" benchmarks/gpu_session.py --data "$CARRY/data" --out "$RESULTS" --work /tmp/medfuse_gpu_work "$@"
+exec "$PY" benchmarks/gpu_session.py --data "$DATA/data" --out "$RESULTS" --work /tmp/medfuse_gpu_work "$@"

@@ -11,8 +11,9 @@ This script puts under ``--dest`` (``.devcarry/``, which ``.gitignore`` ignores)
   with), for the device's Python (``--python-version``, 3.12) on manylinux x86-64, downloaded with
   ``pip download --no-deps --only-binary=:all:``. python-gdcm (13 MB) is left out: it decodes JPEG lossless and
   JPEG-LS, which the session's data does not hold;
-- ``data/dicom_cxr`` (whole) and ``data/kermany_cxr_224``: every class folder thinned by the same stride so that the
-  checkout, the wheels and the data stay under ``--limit-mib``;
+- ``data.tar.gz`` (one archive, unpacked there into ``/tmp``): ``data/dicom_cxr`` (whole) and ``data/kermany_cxr_224``,
+  every class folder thinned by the same stride if needed so that the checkout, the wheels and the archive stay under
+  ``--limit-mib``;
 - ``carry.json``: what is there, its sizes, and the device call to make.
 
 Then it prints the call: ``run(command="bash benchmarks/gpu_device.sh", carry=[".devcarry"], timeout_s=560)``.
@@ -32,6 +33,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,13 +194,22 @@ def main(argv=None) -> dict:
     tree = tree_bytes(REPO)
     limit = int(args.limit_mib * 2**20)
     room = limit - tree - wheel_bytes
+    for old in dest.iterdir():  # what an earlier run left (all of it would travel): only the wheels are kept
+        if old.name != "wheels":
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    staged = copy_data(data, dest / "data", room)
+    # one archive, not thousands of small files: what travels is its size, not the small files' disk blocks. GNU
+    # headers (PAX added 5 MB of extended headers for the 5216 JPEGs) and gzip level 1 (the headers' padding)
+    with tarfile.open(dest / "data.tar.gz", "w:gz", format=tarfile.GNU_FORMAT, compresslevel=1) as tar:
+        tar.add(dest / "data", arcname="data")
+    shutil.rmtree(dest / "data")
     report = {"python_version": args.python_version, "tree_bytes": tree, "limit_bytes": limit,
               "wheels": {w.name: w.stat().st_size for w in wheels}, "unmet_requirements": unmet,
-              "data": copy_data(data, dest / "data", room),
+              "data": staged, "data_tar_bytes": (dest / "data.tar.gz").stat().st_size,
               "device_call": {"command": "bash benchmarks/gpu_device.sh",
                               "carry": [dest.relative_to(REPO.resolve()).as_posix() if inside else str(dest)],
                               "timeout_s": 560}}
-    report["total_bytes"] = tree + wheel_bytes + sum(v["bytes"] for v in report["data"].values())
+    report["total_bytes"] = tree + wheel_bytes + report["data_tar_bytes"]
     (dest / "carry.json").write_text(json.dumps(report, indent=2) + "\n")
     k = report["data"]["kermany_cxr_224"]
     print(f"wheels: {len(wheels)} ({wheel_bytes / 2**20:.1f} MiB); checkout {tree / 2**20:.1f} MiB; "
